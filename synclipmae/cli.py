@@ -1,0 +1,41 @@
+"""The `synclipmae` command: `synclipmae <subcommand> [--flags]`.
+
+Each subcommand is a module with `define_flags()` (absl flags) and `main(argv)`; only the chosen one is imported
+and defines its flags, so flag names never collide and start-up stays fast. `synclipmae <subcommand> --help` lists its flags.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "demo": ("synclipmae.demo", "the main job: generate the synthetic corpus and preview it"),
+    "synth": ("data_pipelines.synthetic.generate", "generate the synthetic talking-face corpus"),
+    "preview": ("data_pipelines.preview", "contact sheet PNG + mp4 with audio of clips in a corpus"),
+}
+
+
+def _usage() -> str:
+  width = max(map(len, COMMANDS))
+  lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+  return "usage: synclipmae <command> [--flags]\n\ncommands:\n" + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+    sys.stdout.write(_usage())
+    sys.exit(0 if len(argv) >= 2 else 2)
+  command = argv[1]
+  if command not in COMMANDS:
+    sys.stderr.write(f"synclipmae: unknown command {command!r}\n\n{_usage()}")
+    sys.exit(2)
+  from absl import app  # absl parses the subcommand's flags (and grain workers need absl flags parsed).
+  module = importlib.import_module(COMMANDS[command][0])
+  module.define_flags()
+  app.run(module.main, argv=[f"synclipmae {command}", *argv[2:]])
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,147 @@
+"""The Grain input pipeline: clip records -> batches of T-frame windows with their aligned audio.
+
+    source -> (shuffle, reshuffled every epoch) -> repeat -> this process's slice -> sample a window of T
+    consecutive frames + the audio under them -> decode -> masks (pixel and per-patch) -> batch
+
+Everything is a `grain.MapDataset`, so an element is a pure function of (seed, position): the pipeline is
+deterministic, its iterator state is one small dict (saved with the model checkpoints), and worker processes
+(`num_workers`) change the speed but never the batches.
+
+Multi-host: the global order is shuffled identically on every process and process `i` of `n` takes positions
+i, i+n, i+2n, ..., so one epoch is split across processes disjointly and completely; each process yields its own
+`batch_size` (the per-process batch) and the trainer assembles the global array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import einops
+import grain
+import numpy as np
+
+from synclipmae.data import records
+from synclipmae.data.corpus import Corpus
+
+
+class _ClipSubset:
+  """Random-access view of the records long enough for a window; yields (record index, bytes)."""
+
+  def __init__(self, source, indices: np.ndarray):
+    self._source = source
+    self._indices = indices
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, i: int) -> tuple[int, bytes]:
+    index = int(self._indices[i])
+    return index, self._source[index]
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowLoader:
+  """Parses a record and cuts a window of `num_frames` frames with the audio under them (a grain random map).
+
+  The audio window extends `audio_margin_frames` frames on each side (zeros beyond the clip), so that audio
+  features for the first and last frames see the same context as the others.
+  """
+  num_frames: int
+  speakers: tuple[str, ...]
+  patch_size: int | None = None
+  audio_margin_frames: int = 2
+  labels: tuple[str, ...] = ()
+  random_window: bool = True
+  where: str = "record"
+
+  def __call__(self, element: tuple[int, bytes], rng: np.random.Generator) -> dict[str, Any]:
+    index, data = element
+    clip = records.deserialize(data, where=f"{self.where} {index}", validate=False)
+    t, n = self.num_frames, clip.num_frames
+    start = int(rng.integers(0, n - t + 1)) if self.random_window else 0
+    stop = start + t
+    spf = clip.samples_per_frame
+    if spf != int(spf):
+      raise records.RecordError(f"clip {clip.clip_id!r}: {clip.sample_rate} Hz / {clip.fps} fps is not a whole "
+                                "number of samples per frame")
+    spf, margin = int(spf), self.audio_margin_frames
+    audio = np.zeros(((t + 2 * margin) * spf,), np.float32)
+    lo, hi = (start - margin) * spf, (stop + margin) * spf
+    piece = clip.audio[max(lo, 0):min(hi, len(clip.audio))]
+    audio[max(lo, 0) - lo:max(lo, 0) - lo + len(piece)] = records.pcm16_to_float(piece)
+    face_mask = clip.face_masks[start:stop]
+    out = {
+        "video": clip.decode_frames(start, stop),
+        "audio": audio,
+        "face_mask": face_mask,
+        "mouth_mask": clip.mouth_masks[start:stop],
+        "speaker": np.int32(self.speakers.index(clip.speaker_id)),
+        "clip": np.int32(index),
+        "start": np.int32(start),
+    }
+    if self.patch_size:
+      p = self.patch_size
+      out["face_patches"] = einops.reduce(face_mask.astype(np.float32), "t (h p) (w q) -> t (h w)", "mean",
+                                          p=p, q=p)
+    for key in self.labels:
+      if key not in clip.labels:
+        raise records.RecordError(f"clip {clip.clip_id!r} has no label {key!r}; it has {sorted(clip.labels)}")
+      out[f"labels/{key}"] = np.asarray(clip.labels[key][start:stop])
+    return out
+
+
+def make_dataset(corpus: Corpus | str, split: str, *, batch_size: int, num_frames: int, seed: int = 0,
+                 patch_size: int | None = None, audio_margin_frames: int = 2, labels: Sequence[str] = (),
+                 shuffle: bool = True, random_window: bool = True, num_epochs: int | None = None,
+                 process_index: int | None = None, process_count: int | None = None,
+                 drop_remainder: bool = True) -> grain.MapDataset:
+  """The batched dataset of one split for this process.
+
+  Args:
+    corpus: a `Corpus` or its directory.
+    split: e.g. "train" or "heldout".
+    batch_size: per-process batch size.
+    num_frames: frames per window (T); shorter clips are left out.
+    seed: controls the order and the windows.
+    patch_size: if set, also yields "face_patches" [T, num_patches], the face fraction of each patch.
+    audio_margin_frames: audio context on each side of the window, in frames.
+    labels: per-frame label names to include as "labels/<name>".
+    shuffle: shuffle clips (each epoch differently).
+    random_window: random window start; otherwise the first T frames.
+    num_epochs: None repeats forever.
+    process_index, process_count: this process's slice; default `jax.process_index()` / `jax.process_count()`.
+    drop_remainder: drop a last partial batch.
+  """
+  corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
+  if process_index is None or process_count is None:
+    import jax  # Only for the defaults: the pipeline itself does not need jax.
+    process_index, process_count = jax.process_index(), jax.process_count()
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+  if batch_size < 1 or num_frames < 1:
+    raise ValueError(f"batch_size and num_frames must be positive, got {batch_size} and {num_frames}")
+  lengths = np.array([entry["num_frames"] for entry in corpus.manifest(split)])
+  eligible = np.flatnonzero(lengths >= num_frames)
+  if len(eligible) == 0:
+    raise ValueError(f"{corpus.directory}/{split}: no clip has {num_frames} frames (longest: {lengths.max()})")
+  ds = grain.MapDataset.source(_ClipSubset(corpus.source(split), eligible))
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  ds = ds.repeat(num_epochs)
+  ds = ds.slice(slice(process_index, None, process_count))
+  loader = WindowLoader(num_frames=num_frames, speakers=tuple(corpus.speakers), patch_size=patch_size,
+                        audio_margin_frames=audio_margin_frames, labels=tuple(labels),
+                        random_window=random_window, where=f"{corpus.directory}/{split} record")
+  ds = ds.random_map(loader, seed=seed)
+  return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+
+def make_iterator(dataset: grain.MapDataset, *, num_workers: int = 0, num_threads: int = 2,
+                  prefetch: int = 4) -> grain.DatasetIterator:
+  """An iterator with `get_state()` / `set_state()`; `num_workers` > 0 decodes in worker processes."""
+  ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
+  if num_workers > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iter(ds)

@@ -1,0 +1,38 @@
+"""Shared fixtures: small corpora built once per test session."""
+
+import numpy as np
+import pytest
+
+from synclipmae.data import corpus as corpus_lib
+from synclipmae.data import records
+
+
+def random_clip(rng: np.random.Generator, clip_id: str, speaker_id: str, num_frames: int, size: int = 16,
+                codec: str = "png") -> records.ClipRecord:
+  """A clip of random content with a distinctive frame index baked into pixel (0, 0)."""
+  frames = rng.integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8)
+  frames[:, 0, 0, 0] = np.arange(num_frames) % 256
+  face = np.zeros((num_frames, size, size), bool)
+  face[:, size // 4:-size // 4, size // 4:-size // 4] = True
+  mouth = np.zeros_like(face)
+  mouth[:, size // 2:-size // 4, size // 3:-size // 3] = True
+  audio = rng.integers(-2000, 2000, num_frames * 640, dtype=np.int16)
+  return records.ClipRecord(
+      clip_id=clip_id, speaker_id=speaker_id, source="test", fps=25.0, sample_rate=16000,
+      frames=records.encode_frames(frames, codec), frame_codec=codec, audio=audio, face_masks=face,
+      mouth_masks=mouth, labels={"frame": np.arange(num_frames, dtype=np.int32),
+                                 "pose": rng.normal(size=(num_frames, 4)).astype(np.float32)},
+      metadata={"transcript": f"clip {clip_id}"})
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+  """24 random clips of 10..20 frames from 6 speakers in 3 shards, plus a 4-clip held-out split."""
+  directory = tmp_path_factory.mktemp("tiny_corpus")
+  rng = np.random.default_rng(0)
+  train = [random_clip(rng, f"c{i:03d}", f"s{i % 6}", int(rng.integers(10, 21))) for i in range(24)]
+  heldout = [random_clip(rng, f"h{i:03d}", "s_held", 12) for i in range(4)]
+  splits = {"train": corpus_lib.write_split(directory, "train", train, num_shards=3),
+            "heldout": corpus_lib.write_split(directory, "heldout", heldout, num_shards=1)}
+  corpus_lib.write_corpus_info(directory, splits)
+  return directory
