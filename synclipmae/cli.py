@@ -10,7 +10,9 @@ import importlib
 import sys
 
 COMMANDS = {
-    "demo": ("synclipmae.demo", "the main job: generate the synthetic corpus and preview it"),
+    "demo": ("synclipmae.commands.demo", "the main job: generate the synthetic corpus and preview it"),
+    "pretrain": ("synclipmae.commands.pretrain", "pretrain SyncLipMAE (resumes from its workdir)"),
+    "eval-sync": ("synclipmae.commands.eval_sync", "zero-shot AV-sync accuracy of a checkpoint"),
     "synth": ("data_pipelines.synthetic.generate", "generate the synthetic talking-face corpus"),
     "preview": ("data_pipelines.preview", "contact sheet PNG + mp4 with audio of clips in a corpus"),
 }
@@ -31,10 +33,16 @@ def main(argv: list[str] | None = None) -> None:
   if command not in COMMANDS:
     sys.stderr.write(f"synclipmae: unknown command {command!r}\n\n{_usage()}")
     sys.exit(2)
-  from absl import app  # absl parses the subcommand's flags (and grain workers need absl flags parsed).
+  from absl import app, flags, logging  # absl parses the subcommand's flags (and grain workers need absl flags parsed).
   module = importlib.import_module(COMMANDS[command][0])
   module.define_flags()
-  app.run(module.main, argv=[f"synclipmae {command}", *argv[2:]])
+
+  def run(args):
+    if not flags.FLAGS["verbosity"].present:  # orbax and grain log every file operation at INFO.
+      logging.set_verbosity(logging.WARNING)
+    return module.main(args)
+
+  app.run(run, argv=[f"synclipmae {command}", *argv[2:]])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""Shared fixtures: small corpora built once per test session."""
+"""Shared fixtures: small corpora built once per test session; 8 fake CPU devices for sharding tests."""
+
+import os
+
+# Before anything imports jax: 8 CPU devices, so sharded code paths run for real (DESIGN.md section 4).
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 
 import numpy as np
 import pytest
@@ -35,4 +40,15 @@ def tiny_corpus(tmp_path_factory):
   splits = {"train": corpus_lib.write_split(directory, "train", train, num_shards=3),
             "heldout": corpus_lib.write_split(directory, "heldout", heldout, num_shards=1)}
   corpus_lib.write_corpus_info(directory, splits)
+  return directory
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory):
+  """A small synthetic corpus (6 identities, 2 held out) with clips long enough for sync evaluation."""
+  from data_pipelines.synthetic import clips, generate
+  directory = tmp_path_factory.mktemp("synthetic_corpus")
+  spec = clips.SyntheticSpec(num_identities=6, num_heldout=2, clips_per_identity=3, min_words=6, max_words=8,
+                             seed=3)
+  generate.generate(spec, directory, num_workers=1, train_shards=2, heldout_shards=1, quiet=True)
   return directory

@@ -1,0 +1,101 @@
+"""SyncLipMAE pretraining configs: `get_config("VARIANT")`, VARIANT in mu | tiny | small | base | large.
+
+    synclipmae pretrain --config=configs/pretrain.py:mu --workdir=runs/mu [--config.optim.lr=1e-3 ...]
+
+Variants (encoder width/depth/heads, patch, crop):
+  mu     128/4/4,    patch 8,  64 px   - CPU: the main job and the tests
+  tiny   192/6/3,    patch 8,  64 px   - CPU benchmarks, quick GPU runs
+  small  384/12/6,   patch 16, 128 px
+  base   768/12/12,  patch 16, 224 px
+  large  1024/24/16, patch 16, 256 px  - Sapiens-0.3B encoder geometry (the paper's encoder)
+
+Results are recorded in README.md / BENCHMARKS.md with the commands that produce them.
+"""
+
+import ml_collections
+
+# name: (image, patch, enc width, enc depth, enc heads, prompt dim, dec width, dec depth, dec heads, audio width)
+_VARIANTS = {
+    "mu": (64, 8, 128, 4, 4, 64, 96, 2, 4, 96),
+    "tiny": (64, 8, 192, 6, 3, 128, 128, 2, 4, 128),
+    "small": (128, 16, 384, 12, 6, 256, 256, 4, 8, 256),
+    "base": (224, 16, 768, 12, 12, 256, 512, 8, 16, 512),
+    "large": (256, 16, 1024, 24, 16, 256, 512, 8, 16, 512),
+}
+
+
+def model_config(variant: str) -> ml_collections.ConfigDict:
+  if variant not in _VARIANTS:
+    raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(_VARIANTS)}")
+  image, patch, width, depth, heads, prompt, dwidth, ddepth, dheads, awidth = _VARIANTS[variant]
+  return ml_collections.ConfigDict({
+      "image_size": image,
+      "patch_size": patch,
+      "prompt_dim": prompt,  # Width of z_id, z_voc, z_amb and the audio tokens.
+      "encoder": {"width": width, "depth": depth, "num_heads": heads, "mlp_ratio": 4.0},
+      "decoder": {"width": dwidth, "depth": ddepth, "num_heads": dheads, "mlp_ratio": 4.0},
+      "audio": {
+          "encoder": "logmel",  # "logmel" (trainable conv stack on log-mel) | "wav2vec2" (frozen; issue 4).
+          "sample_rate": 16000,
+          "fps": 25.0,
+          "margin_frames": 2,  # Audio context on each side of the video window (the pipeline provides it).
+          "window_frames": 2,  # The adapter reads features of frames t-2..t+2 for frame t.
+          "logmel": {"num_mels": 80, "width": awidth, "depth": 3},
+          "adapter_hidden": 2 * prompt,
+      },
+  })
+
+
+def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.variant = variant
+  config.seed = 0
+  config.model = model_config(variant)
+  small = variant in ("mu", "tiny")
+
+  config.data = ml_collections.ConfigDict({
+      "dir": "runs/data/synthetic",  # Generated here (default synthetic corpus) if it holds no corpus.
+      "train_split": "train",
+      "eval_split": "heldout",
+      "num_frames": 8 if small else 16,  # T: frames per clip window; the global batch has batch_size * T frames.
+      "batch_size": 16 if small else 64,  # Global batch size in clips (split across processes).
+      "num_workers": 0,  # Grain worker processes per host.
+  })
+  config.masking = ml_collections.ConfigDict({
+      "mask_ratio": 0.75,  # Both bypasses keep round(P * 0.25) patches.
+      "face_bias": 8.0,  # Bypass 2: a face patch is this many times likelier to be kept.
+      "identity_shuffle": True,  # z_id for frame t comes from another frame of the same clip.
+      "jitter": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1, "grayscale_p": 0.2},
+  })
+  config.loss = ml_collections.ConfigDict({
+      "rec_video": 1.0,
+      "rec_audio": 1.0,
+      "con": 0.5,  # lambda_con: InfoNCE between z_voc and the audio tokens.
+      "xcov": 0.05,  # lambda_xcov: decorrelation of z_id, z_voc, z_amb.
+      "norm_pix": True,
+      "neighbour_frames": 2,  # Same-clip frames with 0 < |dt| <= this are not negatives.
+  })
+  config.optim = ml_collections.ConfigDict({
+      "lr": 1e-3 if small else 1.5e-4,
+      "warmup_steps": 100 if small else 2000,
+      "weight_decay": 0.05,
+      "b1": 0.9,
+      "b2": 0.95,
+      "grad_clip": 1.0,
+  })
+  config.train = ml_collections.ConfigDict({
+      "num_steps": 1500 if small else 200_000,
+      "log_every": 25,
+      "checkpoint_every": 250 if small else 2000,
+      "keep_checkpoints": 3,
+  })
+  config.mesh = ml_collections.ConfigDict({
+      "data": -1,  # -1: all devices not used by the other axes.
+      "fsdp": 1,  # Parameters and optimiser state sharded over this axis (ZeRO-3 style).
+  })
+  config.eval = ml_collections.ConfigDict({
+      "context_frames": 5,  # K: similarities averaged over K consecutive frames (DESIGN section 7).
+      "max_offset": 15,  # Candidate offsets -15..+15 frames.
+      "num_samples": 400,
+  })
+  return config

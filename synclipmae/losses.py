@@ -1,0 +1,154 @@
+"""The SyncLipMAE losses, pure functions of arrays (DESIGN.md section 2):
+
+    L = L_rec(video-driven) + L_rec(audio-driven) + lambda_con * L_con + lambda_xcov * L_xcov
+
+* `reconstruction_loss` — MAE pixel loss on the masked patches of the clean frame.
+* `info_nce` — symmetric InfoNCE between `z_voc` and the audio token over every frame of the global batch, with
+  temporally adjacent frames of the same clip removed from the negatives.
+* `cross_covariance_loss` — pushes the batch cross-correlation between prompt tokens towards zero so `z_id`,
+  `z_voc` and `z_amb` carry different information.
+* `total_loss` — the weighted sum, failing loudly on a term without a weight.
+
+All reductions run in float32 whatever the input dtype. Nothing here knows about devices: under `jax.jit` with a
+sharded batch, the compiler inserts the collectives the batch-wide means and matrix products need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on exp(logit_scale): keeps the temperature from collapsing.
+
+
+def reconstruction_loss(pred: jax.Array, target: jax.Array, mask: jax.Array, norm_pix: bool) -> jax.Array:
+  """MSE per patch, averaged over MASKED patches only (visible ones are trivial to copy, as in MAE).
+
+  Args:
+    pred: [N, P, D] predicted patches.
+    target: [N, P, D] `patchify(clean frames)`.
+    mask: bool [N, P], True where the patch was masked.
+    norm_pix: normalise each target patch by its own mean and variance (eps 1e-6), MAE's better-features option.
+  Returns:
+    scalar float32 (0 if nothing is masked).
+  """
+  pred = pred.astype(jnp.float32)
+  target = target.astype(jnp.float32)
+  if norm_pix:
+    mean = jnp.mean(target, axis=-1, keepdims=True)
+    var = jnp.var(target, axis=-1, keepdims=True)
+    target = (target - mean) / jnp.sqrt(var + 1e-6)
+  per_patch = jnp.mean(jnp.square(pred - target), axis=-1)
+  mask = mask.astype(jnp.float32)
+  return jnp.sum(per_patch * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def _l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=-1, keepdims=True), eps * eps))
+
+
+def neighbour_exclusion(clip_ids: jax.Array, frame_ids: jax.Array, neighbour_frames: int) -> jax.Array:
+  """bool [N, N], True for pairs taken out of the negatives: other entries of the same clip within k frames.
+
+  Entries i != j of one clip with |frame_i - frame_j| <= k look almost identical, so pushing them apart only adds
+  noise. The diagonal (the positives) is never excluded. With k = 0 only exact duplicates (the same frame of the
+  same clip appearing twice in a batch) are excluded, which never happens for distinct frames: k = 0 means no
+  neighbour exclusion.
+  """
+  same_clip = clip_ids[:, None] == clip_ids[None, :]
+  close = jnp.abs(frame_ids[:, None] - frame_ids[None, :]) <= neighbour_frames
+  return same_clip & close & ~jnp.eye(clip_ids.shape[0], dtype=bool)
+
+
+def info_nce(video: jax.Array, audio: jax.Array, clip_ids: jax.Array, frame_ids: jax.Array,
+             logit_scale: jax.Array, neighbour_frames: int) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Symmetric InfoNCE between the video (`z_voc`) and audio tokens of N frames; positives on the diagonal.
+
+  logits = cos(video_i, audio_j) * min(exp(logit_scale), 100); cross-entropy video->audio (rows) and
+  audio->video (columns), averaged. Same-clip neighbours (`neighbour_exclusion`) are removed from the negatives.
+  It is one [N, N] matrix product over the whole global batch, so every frame is a negative for every other.
+
+  Args:
+    video, audio: [N, D] tokens of the same N frames, in the same order.
+    clip_ids: int [N] which clip (unique over the global batch) each frame comes from.
+    frame_ids: int [N] the frame's time index within its clip.
+    logit_scale: scalar, log of the inverse temperature (learnable; init log(1/0.07)).
+    neighbour_frames: k, the exclusion radius in frames (Python int).
+  Returns:
+    (loss, metrics) with metrics "con_acc_v2a", "con_acc_a2v" (top-1 retrieval of the right partner among the
+    same candidates the loss uses) and "temperature" (1 / the clamped scale).
+  """
+  scale = jnp.minimum(jnp.exp(logit_scale.astype(jnp.float32)), MAX_LOGIT_SCALE)
+  logits = scale * (_l2_normalize(video.astype(jnp.float32)) @ _l2_normalize(audio.astype(jnp.float32)).T)
+  logits = jnp.where(neighbour_exclusion(clip_ids, frame_ids, neighbour_frames), -jnp.inf, logits)
+  positives = jnp.diagonal(logits)
+  loss_v2a = jnp.mean(jax.nn.logsumexp(logits, axis=1) - positives)
+  loss_a2v = jnp.mean(jax.nn.logsumexp(logits, axis=0) - positives)
+  target = jnp.arange(logits.shape[0])
+  metrics = {
+      "con_acc_v2a": jnp.mean(jnp.argmax(logits, axis=1) == target),
+      "con_acc_a2v": jnp.mean(jnp.argmax(logits, axis=0) == target),
+      "temperature": 1.0 / scale,
+  }
+  return 0.5 * (loss_v2a + loss_a2v), jax.tree.map(jax.lax.stop_gradient, metrics)
+
+
+def _standardize(x: jax.Array, eps: float = 1e-5) -> jax.Array:
+  """Zero mean, unit variance per dimension over the batch.
+
+  eps is relative to the token's average variance, so rescaling a token changes nothing (with an absolute eps the
+  encoder could escape the penalty by shrinking a token below it). A constant dimension becomes 0, not NaN; the
+  absolute floor (1e-12) treats a collapsed token (variance below ~1e-7) as constant and keeps its gradients finite.
+  """
+  x = x.astype(jnp.float32)
+  x = x - jnp.mean(x, axis=0, keepdims=True)
+  var = jnp.mean(jnp.square(x), axis=0, keepdims=True)
+  return x * jax.lax.rsqrt(var + eps * jnp.mean(var) + 1e-12)
+
+
+def cross_covariance_loss(tokens: Sequence[jax.Array]) -> jax.Array:
+  """Decorrelation of the prompt tokens: mean over pairs i < j of ||C_ij||_F^2 / sqrt(D_i * D_j).
+
+  C_ij = X_i^T X_j / N is the batch cross-correlation of the standardised tokens X_i [N, D_i] (entries in
+  [-1, 1]). Normalisation: for independent tokens every entry of C has variance ~1/N, so the loss is about
+  sqrt(D_i * D_j) / N (near 0 for N >> D — the finite-batch floor); for a token that copies another with
+  uncorrelated dimensions C ~ I and the loss is ~1; redundant dimensions push it higher (up to sqrt(D_i D_j)).
+  Dividing by sqrt(D_i D_j) rather than D_j makes it symmetric in i, j and equals ||C||^2 / D for equal widths.
+  Rescaling a token does not change it (a correlation with a relative eps), so the encoder cannot shrink the
+  tokens to cheat.
+
+  Args:
+    tokens: two or more [N, D_i] arrays over the same N frames (e.g. z_id, z_voc, z_amb).
+  Returns:
+    scalar float32.
+  """
+  if len(tokens) < 2:
+    raise ValueError(f"need at least two token sets to decorrelate, got {len(tokens)}")
+  xs = [_standardize(t) for t in tokens]
+  n = xs[0].shape[0]
+  terms = []
+  for i in range(len(xs)):
+    for j in range(i + 1, len(xs)):
+      c = xs[i].T @ xs[j] / n
+      terms.append(jnp.sum(jnp.square(c)) / (xs[i].shape[1] * xs[j].shape[1]) ** 0.5)
+  return jnp.mean(jnp.stack(terms))
+
+
+def total_loss(terms: Mapping[str, jax.Array], weights: Mapping[str, float]) -> jax.Array:
+  """sum_name weights[name] * terms[name]; a term without a weight is a config bug, so it raises KeyError.
+
+  Weights for absent terms are ignored; a term whose weight is the Python number 0 is skipped, so a disabled term
+  cannot turn the sum into NaN.
+  """
+  missing = [name for name in terms if name not in weights]
+  if missing:
+    raise KeyError(f"no weight for loss term(s) {missing}; weights given for {sorted(weights)}")
+  total = jnp.zeros((), jnp.float32)
+  for name, value in terms.items():
+    weight = weights[name]
+    if isinstance(weight, (int, float)) and weight == 0:
+      continue
+    total = total + weight * jnp.asarray(value, jnp.float32)
+  return total

@@ -1,0 +1,177 @@
+"""The audio branch: an audio encoder (hidden states at 50 Hz) and the adapter (one token per video frame).
+
+Timing conventions (16 kHz audio, 25 fps video):
+  * feature frame i of every audio encoder is centred on samples [320 i, 320 (i+1)) (50 Hz, hop 320);
+  * video frame j covers samples [640 j, 640 (j+1)), i.e. feature frames 2j and 2j+1;
+  * the audio given with T video frames covers T + 2*margin_frames frames (margin on both sides), so centre
+    frame t of the clip is audio video-frame t + margin.
+wav2vec 2.0 (conv stack: receptive field 400 samples, hop 320, no padding) gives floor((S-400)/320)+1 = 2V-1
+frames for V video frames; the adapter repeats the last one. LogMelEncoder pads so it gives exactly S // 320.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Protocol, runtime_checkable
+
+import einops
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from synclipmae.models import vit
+
+SAMPLE_RATE = 16000
+HOP_LENGTH = 320  # 20 ms: 50 Hz features, two per 25 fps video frame.
+WIN_LENGTH = 400  # 25 ms Hann window.
+N_FFT = 512
+SAMPLES_PER_VIDEO_FRAME = 640
+
+
+@runtime_checkable
+class AudioEncoder(Protocol):
+  """What every audio encoder provides.
+
+  `__call__(waveform [B, S] float32 16 kHz in [-1, 1]) -> list of L hidden states, each [B, F, C]` at 50 Hz
+  (hop 320 samples; F = S // 320, or one less, as wav2vec 2.0 gives). The adapter reads all L of them.
+  `frozen`: True when the weights are pretrained and not trained (wav2vec 2.0): the model stops gradients at its
+  outputs and the trainer must leave its params out of the optimiser. False for LogMelEncoder.
+  """
+  frozen: bool
+  num_layers: int  # L, the number of hidden states returned.
+  hidden_size: int  # C.
+
+  def __call__(self, waveform: jax.Array) -> list[jax.Array]:
+    ...
+
+
+@functools.lru_cache(maxsize=None)
+def mel_filterbank(num_mels: int, sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT) -> np.ndarray:
+  """Slaney mel filterbank [num_mels, n_fft//2 + 1] (librosa's default), built once in numpy: a constant."""
+  import librosa  # Imported here: only needed once per filterbank, and it is slow to import.
+  return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=num_mels).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _windowed_dft() -> tuple[np.ndarray, np.ndarray]:
+  """Periodic Hann window folded into real/imaginary DFT matrices [WIN_LENGTH, N_FFT//2 + 1].
+
+  A matmul DFT of a 400-sample frame zero-padded to 512: exact, jits anywhere (no FFT kernels needed on TPU).
+  """
+  n = np.arange(WIN_LENGTH)
+  window = 0.5 - 0.5 * np.cos(2 * np.pi * n / WIN_LENGTH)
+  angle = 2 * np.pi * np.outer(n, np.arange(N_FFT // 2 + 1)) / N_FFT
+  return (window[:, None] * np.cos(angle)).astype(np.float32), (-window[:, None] * np.sin(angle)).astype(np.float32)
+
+
+def log_mel_spectrogram(waveform: jax.Array, num_mels: int) -> jax.Array:
+  """[B, S] -> [B, S // 320, num_mels] log(mel power + 1e-6), in JAX.
+
+  Frame i covers samples [320 i - 40, 320 i + 360): centred on its 20 ms hop, zero padding at the edges.
+  """
+  num_frames = waveform.shape[1] // HOP_LENGTH
+  pad = (WIN_LENGTH - HOP_LENGTH) // 2
+  padded = jnp.pad(waveform.astype(jnp.float32), ((0, 0), (pad, pad)))
+  index = np.arange(num_frames)[:, None] * HOP_LENGTH + np.arange(WIN_LENGTH)[None]
+  frames = padded[:, index]  # [B, F, 400]
+  cos, sin = _windowed_dft()
+  hi = jax.lax.Precision.HIGHEST  # Keep TF32 / bf16 passes out of the spectrogram.
+  power = (jnp.einsum("bfn,nk->bfk", frames, cos, precision=hi) ** 2
+           + jnp.einsum("bfn,nk->bfk", frames, sin, precision=hi) ** 2)
+  mel = jnp.einsum("bfk,mk->bfm", power, mel_filterbank(num_mels), precision=hi)
+  return jnp.log(mel + 1e-6)
+
+
+class LogMelEncoder(nnx.Module):
+  """A small trainable audio encoder: log-mel -> per-frame LayerNorm over bands -> `depth` 1-D convs.
+
+  The stand-in for wav2vec 2.0 where no pretrained weights exist (CPU, tests, the synthetic corpus).
+  The LayerNorm over bands makes it gain-invariant and keeps every feature frame local in time.
+  Returns every conv layer's output as the hidden states.
+  """
+  frozen = False
+
+  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    if cfg.sample_rate != SAMPLE_RATE:
+      raise ValueError(f"LogMelEncoder is built for {SAMPLE_RATE} Hz audio, got sample_rate={cfg.sample_rate}")
+    c = cfg.logmel
+    self.num_mels = c.num_mels
+    self.num_layers = c.depth
+    self.hidden_size = c.width
+    self.norm = vit.layer_norm(c.num_mels, rngs=rngs)
+    conv = lambda i: nnx.Conv(i, c.width, kernel_size=(3,), padding="SAME", dtype=dtype, param_dtype=jnp.float32,
+                              rngs=rngs)
+    self.convs = nnx.List([conv(c.num_mels if k == 0 else c.width) for k in range(c.depth)])
+    self.dtype = dtype
+
+  @property
+  def receptive_field(self) -> int:
+    """How many feature frames each side an output frame reads (kernel 3: one per layer)."""
+    return self.num_layers
+
+  def __call__(self, waveform: jax.Array) -> list[jax.Array]:
+    x = self.norm(log_mel_spectrogram(waveform, self.num_mels)).astype(self.dtype)
+    hidden = []
+    for conv in self.convs:
+      y = jax.nn.gelu(conv(x), approximate=False)
+      x = x + y if y.shape == x.shape else y  # Residual wherever widths match (all but the first layer).
+      hidden.append(x)
+    return hidden
+
+
+def make_audio_encoder(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs, dtype=jnp.float32) -> AudioEncoder:
+  """The audio encoder named by cfg.encoder (cfg is the model config's `audio` section)."""
+  if cfg.encoder == "logmel":
+    return LogMelEncoder(cfg, rngs=rngs, dtype=dtype)
+  raise ValueError(f"unknown audio encoder {cfg.encoder!r}: only 'logmel' is available; 'wav2vec2' arrives with "
+                   "its weight loader")
+
+
+def _normalise(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+  """Parameter-free LayerNorm over the last axis: puts the layers of a frozen encoder on one scale."""
+  mean = x.mean(-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps)
+
+
+class AudioAdapter(nnx.Module):
+  """Hidden states of all layers at 50 Hz -> one token per video frame [B, T, Dp].
+
+  Per layer: normalise, average the two feature frames of each video frame (50 Hz -> 25 fps), take the window
+  of frames t-w..t+w around each centre frame, concatenate layers x window x channels, MLP, LayerNorm.
+  """
+
+  def __init__(self, cfg: ml_collections.ConfigDict, in_features: int, num_layers: int, *, rngs: nnx.Rngs,
+               dtype=jnp.float32):
+    a = cfg.audio
+    if a.window_frames > a.margin_frames:
+      raise ValueError(f"window_frames={a.window_frames} needs at least as many margin_frames "
+                       f"(got {a.margin_frames}): the window of the first/last frame must lie inside the audio")
+    self.window = a.window_frames
+    self.margin = a.margin_frames
+    self.num_layers = num_layers
+    self.in_features = in_features
+    fan_in = num_layers * (2 * a.window_frames + 1) * in_features
+    self.fc1 = vit.dense(fan_in, a.adapter_hidden, rngs=rngs, dtype=dtype)
+    self.fc2 = vit.dense(a.adapter_hidden, cfg.prompt_dim, rngs=rngs, dtype=dtype)
+    self.norm = vit.layer_norm(cfg.prompt_dim, rngs=rngs, dtype=dtype)
+    self.dtype = dtype
+
+  def num_frames(self, num_features: int) -> int:
+    """T, the number of centre video frames, for F feature frames (F = 2V or 2V-1 for V audio video-frames)."""
+    return (num_features + 1) // 2 - 2 * self.margin
+
+  def __call__(self, hidden_states: list[jax.Array]) -> jax.Array:
+    if len(hidden_states) != self.num_layers:
+      raise ValueError(f"adapter built for {self.num_layers} hidden states, got {len(hidden_states)}")
+    h = _normalise(jnp.stack(hidden_states, axis=1).astype(jnp.float32))  # [B, L, F, C]
+    if h.shape[2] % 2:  # wav2vec 2.0 is one frame short of 2 per video frame: repeat the edge.
+      h = jnp.concatenate([h, h[:, :, -1:]], axis=2)
+    h = einops.reduce(h, "b l (v two) c -> b l v c", "mean", two=2)  # 25 fps.
+    t = h.shape[2] - 2 * self.margin
+    if t < 1:
+      raise ValueError(f"audio of {h.shape[2]} video frames leaves no centre frame with margin {self.margin}")
+    index = self.margin + np.arange(t)[:, None] + np.arange(-self.window, self.window + 1)[None]  # [T, 2w+1]
+    h = einops.rearrange(h[:, :, index], "b l t k c -> b t (l k c)").astype(self.dtype)
+    return self.norm(self.fc2(jax.nn.gelu(self.fc1(h), approximate=False))).astype(jnp.float32)

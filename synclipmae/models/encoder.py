@@ -1,0 +1,87 @@
+"""The frame encoder: a per-frame ViT that turns the visible patches of one frame into three prompt tokens.
+
+No CLS token and no temporal layers (the paper encodes single frames). Three learned prompt tokens (identity,
+vocal, ambient) are appended to the visible patch tokens; their outputs pass through per-factor heads
+(LayerNorm + Linear to `prompt_dim`) and become z_id, z_voc, z_amb.
+
+Each frame is its own sequence, so a frame's outputs never depend on other frames of the batch, and masked
+patches are dropped before the transformer (MAE), so they cannot influence anything.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from synclipmae.models import vit
+
+FACTORS = ("id", "voc", "amb")  # Order of the prompt tokens.
+
+
+class FactorHead(nnx.Module):
+  """LayerNorm + Linear from the encoder width to the prompt width; one per factor."""
+
+  def __init__(self, width: int, out: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    self.norm = vit.layer_norm(width, rngs=rngs, dtype=dtype)
+    self.proj = vit.dense(width, out, rngs=rngs, dtype=dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.proj(self.norm(x)).astype(jnp.float32)
+
+
+class FrameEncoder(nnx.Module):
+  """Per-frame ViT: frames [N,H,W,3] in [0,1] + visible-patch indices [N,K] -> patch tokens and z_id/z_voc/z_amb."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    e = cfg.encoder
+    self.patch_size = cfg.patch_size
+    self.image_size = cfg.image_size
+    self.width = e.width
+    self.patch_embed = vit.PatchEmbed(cfg.patch_size, e.width, rngs=rngs, dtype=dtype)
+    # One learned vector per factor; prompt tokens carry no position embedding (they are not patches).
+    self.prompt_tokens = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (len(FACTORS), e.width)))
+    self.blocks = nnx.List([vit.Block(e.width, e.num_heads, e.mlp_ratio, rngs=rngs, dtype=dtype)
+                            for _ in range(e.depth)])
+    self.norm = vit.layer_norm(e.width, rngs=rngs, dtype=dtype)
+    self.head_id = FactorHead(e.width, cfg.prompt_dim, rngs=rngs, dtype=dtype)
+    self.head_voc = FactorHead(e.width, cfg.prompt_dim, rngs=rngs, dtype=dtype)
+    self.head_amb = FactorHead(e.width, cfg.prompt_dim, rngs=rngs, dtype=dtype)
+    self.dtype = dtype
+
+  @property
+  def num_patches(self) -> int:
+    return (self.image_size // self.patch_size) ** 2
+
+  def all_patches(self, n: int, num_patches: int | None = None) -> jax.Array:
+    """keep indices [n, P] selecting every patch (no masking)."""
+    num_patches = num_patches or self.num_patches
+    return jnp.broadcast_to(jnp.arange(num_patches, dtype=jnp.int32), (n, num_patches))
+
+  def __call__(self, frames: jax.Array, keep: jax.Array | None = None) -> dict[str, jax.Array]:
+    """frames float32 [N,H,W,3] in [0,1]; keep int32 [N,K] visible patch indices (None: all patches).
+
+    Returns {"patches": [N,K,E] visible-patch outputs after the final norm, "z_id", "z_voc", "z_amb": [N,Dp]}.
+    """
+    n, h, w, _ = frames.shape
+    p = self.patch_size
+    if h % p or w % p:
+      raise ValueError(f"frame size {h}x{w} is not a multiple of the patch size {p}")
+    grid = (h // p, w // p)
+    mean, std = jnp.asarray(vit.IMAGENET_MEAN), jnp.asarray(vit.IMAGENET_STD)
+    pixels = vit.patchify((frames - mean) / std, p)  # [N, P, p*p*3]
+    pos = jnp.broadcast_to(jnp.asarray(vit.sincos_pos_embed_2d(self.width, grid)), (n, grid[0] * grid[1],
+                                                                                     self.width))
+    if keep is not None:  # Drop masked patches before embedding: they cannot influence anything.
+      pixels = jnp.take_along_axis(pixels, keep[..., None], axis=1)
+      pos = jnp.take_along_axis(pos, keep[..., None], axis=1)
+    x = self.patch_embed(pixels.astype(self.dtype)) + pos.astype(self.dtype)
+    prompts = jnp.broadcast_to(self.prompt_tokens[...].astype(self.dtype), (n, len(FACTORS), self.width))
+    x = jnp.concatenate([x, prompts], axis=1)
+    for block in self.blocks:
+      x = block(x)
+    x = self.norm(x)
+    patches, prompts = x[:, :-len(FACTORS)], x[:, -len(FACTORS):]
+    return {"patches": patches.astype(jnp.float32), "z_id": self.head_id(prompts[:, 0]),
+            "z_voc": self.head_voc(prompts[:, 1]), "z_amb": self.head_amb(prompts[:, 2])}

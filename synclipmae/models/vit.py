@@ -1,0 +1,147 @@
+"""ViT building blocks shared by the frame encoder and the decoder.
+
+Pre-LN transformer pieces (attention, MLP, Block, CrossBlock), the patch embedding and the fixed 2-D sin-cos
+position embedding. Layouts follow MAE / timm so that pretrained ViT, MAE or Sapiens weights map one-to-one:
+separate q/k/v projections, exact GELU, LayerNorm eps 1e-6, Xavier-uniform Linear init, patches flattened in
+(row, column, channel) order.
+
+Parameters are always float32; `dtype` is the computation dtype (bfloat16 on accelerators).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import einops
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+# The fixed pixel normalisation of the frame encoder (ImageNet, as MAE, Sapiens and most ViTs use).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LN_EPS = 1e-6
+
+
+def dense(in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32) -> nnx.Linear:
+  """A Linear with the MAE init (Xavier-uniform kernel, zero bias)."""
+  return nnx.Linear(in_features, out_features, kernel_init=nnx.initializers.xavier_uniform(),
+                    bias_init=nnx.initializers.zeros_init(), dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+
+def layer_norm(features: int, *, rngs: nnx.Rngs, dtype=jnp.float32) -> nnx.LayerNorm:
+  return nnx.LayerNorm(features, epsilon=LN_EPS, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+
+
+def patchify(images: jax.Array, patch_size: int) -> jax.Array:
+  """[N, H, W, C] -> [N, P, p*p*C], patches in row-major grid order, pixels in (row, column, channel) order.
+
+  This is THE pixel layout of the decoder output: reconstruction targets must be made with this function.
+  """
+  return einops.rearrange(images, "n (h p1) (w p2) c -> n (h w) (p1 p2 c)", p1=patch_size, p2=patch_size)
+
+
+def unpatchify(patches: jax.Array, patch_size: int, grid: tuple[int, int], channels: int = 3) -> jax.Array:
+  """Inverse of `patchify`: [N, P, p*p*C] -> [N, H, W, C] for a (rows, columns) patch grid."""
+  return einops.rearrange(patches, "n (h w) (p1 p2 c) -> n (h p1) (w p2) c", h=grid[0], w=grid[1],
+                          p1=patch_size, p2=patch_size, c=channels)
+
+
+@functools.lru_cache(maxsize=None)
+def sincos_pos_embed_2d(dim: int, grid: tuple[int, int]) -> np.ndarray:
+  """Fixed 2-D sin-cos position embedding [rows*cols, dim] (MAE): half the channels encode the row, half the column.
+
+  A pure function of the grid, so it is a compile-time constant rather than model state: it is never trained,
+  never checkpointed, and a model built for one image size runs at any other (the grid is read from the input).
+  """
+  if dim % 4:
+    raise ValueError(f"2-D sin-cos position embedding needs a width divisible by 4, got {dim}")
+  omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim // 4))
+  rows, cols = np.meshgrid(np.arange(grid[0], dtype=np.float64), np.arange(grid[1], dtype=np.float64),
+                           indexing="ij")
+
+  def embed_1d(pos):
+    angles = pos.reshape(-1)[:, None] * omega[None]
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+  return np.concatenate([embed_1d(rows), embed_1d(cols)], axis=1).astype(np.float32)
+
+
+class Attention(nnx.Module):
+  """Multi-head attention; self-attention when called with one argument, cross-attention with a context."""
+
+  def __init__(self, dim: int, num_heads: int, *, context_dim: int | None = None, rngs: nnx.Rngs,
+               dtype=jnp.float32):
+    if dim % num_heads:
+      raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+    context_dim = context_dim or dim
+    self.num_heads = num_heads
+    self.q = dense(dim, dim, rngs=rngs, dtype=dtype)
+    self.k = dense(context_dim, dim, rngs=rngs, dtype=dtype)
+    self.v = dense(context_dim, dim, rngs=rngs, dtype=dtype)
+    self.out = dense(dim, dim, rngs=rngs, dtype=dtype)
+
+  def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+    context = x if context is None else context
+    heads = lambda t: einops.rearrange(t, "b s (h d) -> b s h d", h=self.num_heads)
+    q, k, v = heads(self.q(x)), heads(self.k(context)), heads(self.v(context))
+    out = jax.nn.dot_product_attention(q, k, v)  # Scaled by 1/sqrt(head_dim); XLA on CPU, fused where available.
+    return self.out(einops.rearrange(out, "b s h d -> b s (h d)"))
+
+
+class Mlp(nnx.Module):
+  def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    self.fc1 = dense(dim, hidden, rngs=rngs, dtype=dtype)
+    self.fc2 = dense(hidden, dim, rngs=rngs, dtype=dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+
+
+class Block(nnx.Module):
+  """Pre-LN transformer block: x + attn(LN(x)), then x + mlp(LN(x))."""
+
+  def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    self.norm1 = layer_norm(dim, rngs=rngs, dtype=dtype)
+    self.attn = Attention(dim, num_heads, rngs=rngs, dtype=dtype)
+    self.norm2 = layer_norm(dim, rngs=rngs, dtype=dtype)
+    self.mlp = Mlp(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x + self.attn(self.norm1(x))
+    return x + self.mlp(self.norm2(x))
+
+
+class CrossBlock(nnx.Module):
+  """Pre-LN block with cross-attention between self-attention and MLP (the decoder's conditioning path).
+
+  The context (a few conditioning tokens) gets its own LayerNorm, so tokens of different scales (encoder heads,
+  audio adapter) enter the attention on an equal footing.
+  """
+
+  def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    self.norm1 = layer_norm(dim, rngs=rngs, dtype=dtype)
+    self.attn = Attention(dim, num_heads, rngs=rngs, dtype=dtype)
+    self.norm2 = layer_norm(dim, rngs=rngs, dtype=dtype)
+    self.norm_context = layer_norm(dim, rngs=rngs, dtype=dtype)
+    self.cross_attn = Attention(dim, num_heads, rngs=rngs, dtype=dtype)
+    self.norm3 = layer_norm(dim, rngs=rngs, dtype=dtype)
+    self.mlp = Mlp(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype)
+
+  def __call__(self, x: jax.Array, context: jax.Array) -> jax.Array:
+    x = x + self.attn(self.norm1(x))
+    x = x + self.cross_attn(self.norm2(x), self.norm_context(context))
+    return x + self.mlp(self.norm3(x))
+
+
+class PatchEmbed(nnx.Module):
+  """Linear on flattened p*p*C patches (= a stride-p conv; a conv kernel [p,p,C,E] reshapes to [p*p*C, E])."""
+
+  def __init__(self, patch_size: int, width: int, channels: int = 3, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    self.patch_size = patch_size
+    self.proj = dense(patch_size * patch_size * channels, width, rngs=rngs, dtype=dtype)
+
+  def __call__(self, patch_pixels: jax.Array) -> jax.Array:
+    """[..., p*p*C] flattened patches (see `patchify`) -> [..., E]."""
+    return self.proj(patch_pixels)

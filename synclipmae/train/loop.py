@@ -1,0 +1,146 @@
+"""The pretraining loop: data -> sharded train step -> metrics and checkpoints, resumable from its workdir.
+
+    synclipmae pretrain --config=configs/pretrain.py:mu --workdir=runs/mu
+
+Rerunning the same command continues from the newest checkpoint in the workdir (model, optimiser, step and the
+data-iterator position), so an interrupted run ends with the parameters of an uninterrupted one. SIGTERM (a
+preemption, `kill`) saves a checkpoint after the current step and exits; SIGKILL loses at most the steps since the
+last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from synclipmae.data import pipeline
+from synclipmae.data.corpus import CORPUS_FILE, Corpus
+from synclipmae.train import sharding
+from synclipmae.train.checkpoint import Checkpoints
+from synclipmae.train.metrics import MetricWriter, Progress
+from synclipmae.train.step import TrainState, init_state, jit_train_step
+
+EXIT_INTERRUPTED = 128 + signal.SIGTERM  # Exit status after a SIGTERM, as a shell reports it.
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss or the gradients became NaN/inf; the last checkpoint is left as it was."""
+
+
+class Interrupted(Exception):
+  """Training stopped on SIGTERM after saving a checkpoint."""
+
+
+def ensure_corpus(data_dir: str) -> Corpus:
+  """The corpus at `data_dir`, generating the default synthetic corpus there if the directory holds none."""
+  if not os.path.exists(os.path.join(data_dir, CORPUS_FILE)):
+    if os.path.isdir(data_dir) and os.listdir(data_dir):
+      raise FileNotFoundError(f"{data_dir}: not a corpus (no {CORPUS_FILE}) and not empty; point "
+                              "--config.data.dir at a corpus or at an empty/new directory")
+    from data_pipelines.synthetic import clips, generate  # Only needed to create the default corpus.
+    print(f"{data_dir}: no corpus yet; generating the default synthetic corpus")
+    generate.generate(clips.SyntheticSpec(), data_dir)
+  return Corpus(data_dir)
+
+
+def _record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  path = os.path.join(workdir, "config.json")
+  text = config.to_json_best_effort(indent=1, sort_keys=True)
+  if os.path.exists(path) and open(path).read() != text:
+    print(f"note: {path} differs from this run's config; resuming with this run's config")
+  with open(path, "w") as f:
+    f.write(text)
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, mesh) -> tuple[nnx.GraphDef, Any, Any]:
+  """(graphdef, abstract state with shardings, shardings): shapes first, nothing allocated."""
+  graphdef, abstract = jax.eval_shape(lambda: init_state(config))  # graphdef is static, passed through.
+  shardings = sharding.state_shardings(abstract, mesh)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+  return graphdef, abstract, shardings
+
+
+def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains to `config.train.num_steps` (resuming from `workdir`) and returns the final state and paths."""
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    _record_config(config, workdir)
+  corpus = ensure_corpus(config.data.dir)
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+  local_batch = sharding.batch_size_per_process(config.data.batch_size, mesh)
+  dataset = pipeline.make_dataset(
+      corpus, config.data.train_split, batch_size=local_batch, num_frames=config.data.num_frames,
+      seed=config.seed, patch_size=config.model.patch_size, audio_margin_frames=config.model.audio.margin_frames)
+  iterator = pipeline.make_iterator(dataset, num_workers=config.data.num_workers)
+
+  graphdef, abstract, shardings = abstract_train_state(config, mesh)
+  checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  if checkpoints.latest_step() is not None:
+    state, data_state = checkpoints.restore(abstract)
+    if data_state is not None:
+      iterator.set_state(data_state)
+    print(f"resumed from {checkpoints.directory} at step {int(state.step)}")
+  else:
+    state = jax.jit(lambda: init_state(config)[1], out_shardings=shardings)()
+  step_fn = jit_train_step(graphdef, config, shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh))
+
+  stop = {"signal": None}
+  previous_handler = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+  writer = MetricWriter(workdir)
+  num_steps = config.train.num_steps
+  progress = Progress(num_steps, config.data.batch_size * config.data.num_frames)
+  step = int(state.step)
+  unchecked: list[tuple[int, dict[str, jax.Array]]] = []  # Read in groups so dispatch stays asynchronous.
+  start = time.time()
+
+  def check_finite() -> None:
+    flags = np.asarray(jax.device_get(jnp.stack([m["finite"] for _, m in unchecked]))) if unchecked else []
+    for (s, metrics), finite in zip(unchecked, flags):
+      if not finite:
+        terms = {k: float(v) for k, v in jax.device_get(metrics).items() if k.startswith("loss")}
+        raise NonFiniteLossError(
+            f"non-finite loss or gradient at step {s} ({terms}); stopped without saving, the last checkpoint "
+            f"({checkpoints.latest_step()}) is intact. Lower --config.optim.lr or check the data.")
+    unchecked.clear()
+
+  try:
+    while step < num_steps:
+      batch = sharding.global_batch(next(iterator), mesh)
+      state, metrics = step_fn(state, batch)
+      step += 1
+      unchecked.append((step, metrics))
+      is_last = step == num_steps
+      if step % config.train.log_every == 0 or is_last:
+        check_finite()
+        scalars = jax.device_get(metrics)
+        scalars.update(progress.report(step, scalars))
+        writer.write(step, scalars)
+      if step % config.train.checkpoint_every == 0 or is_last or stop["signal"] is not None:
+        check_finite()
+        checkpoints.save(step, state, iterator.get_state())
+      if stop["signal"] is not None and not is_last:
+        checkpoints.wait()
+        raise Interrupted(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved in "
+                          f"{checkpoints.directory}. Rerun the same command to resume.")
+    checkpoints.wait()
+  finally:
+    signal.signal(signal.SIGTERM, previous_handler)
+    writer.close()
+    checkpoints.close()
+  print(f"trained to step {step} in {time.time() - start:.0f} s")
+  return {"state": state, "graphdef": graphdef, "corpus": corpus, "checkpoints": checkpoints.directory,
+          "metrics": writer.jsonl_path, "tensorboard": writer.tensorboard_dir}
+
+
+def model_from_state(graphdef: nnx.GraphDef, state: TrainState):
+  """The model with a train state's parameters (for evaluation right after training)."""
+  return nnx.merge(graphdef, state.params, state.frozen)

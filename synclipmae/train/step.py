@@ -1,0 +1,157 @@
+"""The train state and the pure train step.
+
+`train_step(graphdef, config, state, batch) -> (state, metrics)` is a pure function of its inputs: the PRNG key of
+step s is `fold_in(key(seed), s)`, so a run resumed from a checkpoint draws exactly the masks and jitter the
+uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from synclipmae import losses, masking
+from synclipmae.models.synclipmae import SyncLipMAE
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: nnx.State  # Trained.
+  frozen: nnx.State  # Everything else in the model (e.g. a frozen audio encoder, constants).
+  opt_state: optax.OptState
+
+
+_NO_DECAY = ("prompt_tokens", "mask_token", "cond_type", "logit_scale")
+
+
+def _decays(path, param) -> bool:
+  """Weight decay on weight matrices only: not on biases, norms, learned tokens or the temperature."""
+  names = [str(getattr(k, "key", k)) for k in path]
+  return param.ndim >= 2 and not any(n in _NO_DECAY for n in names)
+
+
+def learning_rate(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
+  """Linear warmup to `optim.lr`, then cosine decay to 1 % of it at `num_steps`."""
+  return optax.warmup_cosine_decay_schedule(0.0, optim.lr, optim.warmup_steps,
+                                            max(num_steps, optim.warmup_steps + 1), end_value=optim.lr * 0.01)
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+  """AdamW with the `learning_rate` schedule and global-norm clipping; no decay on biases, norms, scalars."""
+  schedule = learning_rate(optim, num_steps)
+  decay_mask = lambda params: jax.tree_util.tree_map_with_path(_decays, params)
+  return optax.chain(
+      optax.clip_by_global_norm(optim.grad_clip),
+      optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay, mask=decay_mask))
+
+
+def create_model(config: ml_collections.ConfigDict) -> SyncLipMAE:
+  return SyncLipMAE(config.model, rngs=nnx.Rngs(config.seed))
+
+
+def init_state(config: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, TrainState]:
+  """A freshly initialised train state (call under jit, or eval_shape for shapes only)."""
+  model = create_model(config)
+  graphdef, params, frozen = nnx.split(model, model.trainable_filter(), ...)
+  opt_state = make_optimizer(config.optim, config.train.num_steps).init(params)
+  return graphdef, TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen, opt_state=opt_state)
+
+
+def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collections.ConfigDict
+                 ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+  """Two-bypass masking, jitter and identity shuffling for a batch of clip windows.
+
+  Returns the model's inputs and what the losses need besides the model outputs.
+  """
+  video = batch["video"]
+  b, t, h, w, _ = video.shape
+  n, p = b * t, config.model.patch_size
+  num_patches = (h // p) * (w // p)
+  num_keep = masking.num_kept(num_patches, config.masking.mask_ratio)
+  frames = video.reshape(n, h, w, 3).astype(jnp.float32) / 255.0
+  k_uniform, k_face, k_jitter, k_identity = jax.random.split(key, 4)
+  keep_uniform = masking.uniform_keep(k_uniform, n, num_patches, num_keep)
+  keep_face = masking.face_aware_keep(k_face, batch["face_patches"].reshape(n, num_patches), num_keep,
+                                      config.masking.face_bias)
+  if config.masking.identity_shuffle:
+    id_source = masking.identity_sources(k_identity, b, t)
+  else:
+    id_source = jnp.arange(n, dtype=jnp.int32)
+  inputs = {
+      "frames": frames,
+      "frames_jittered": masking.photometric_jitter(k_jitter, frames, **config.masking.jitter),
+      "keep_uniform": keep_uniform,
+      "keep_face": keep_face,
+      "audio": batch["audio"],
+      "id_source": id_source,
+  }
+  aux = {
+      "target": masking.patchify(frames, p),
+      "masked": masking.keep_to_mask(keep_uniform, num_patches),
+      "clip_ids": jnp.repeat(batch["clip"], t),
+      "frame_ids": (batch["start"][:, None] + jnp.arange(t)[None, :]).reshape(n),
+  }
+  return inputs, aux
+
+
+def compute_losses(out: dict[str, jax.Array], aux: dict[str, jax.Array], config: ml_collections.ConfigDict
+                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The weighted SyncLipMAE objective and each of its terms."""
+  norm_pix = config.loss.norm_pix
+  terms = {
+      "rec_video": losses.reconstruction_loss(out["recon_video"], aux["target"], aux["masked"], norm_pix),
+      "rec_audio": losses.reconstruction_loss(out["recon_audio"], aux["target"], aux["masked"], norm_pix),
+  }
+  terms["con"], con_metrics = losses.info_nce(out["z_voc"], out["audio_tokens"], aux["clip_ids"],
+                                              aux["frame_ids"], out["logit_scale"], config.loss.neighbour_frames)
+  terms["xcov"] = losses.cross_covariance_loss([out["z_id"], out["z_voc"], out["z_amb"]])
+  weights = {k: config.loss[k] for k in terms}
+  total = losses.total_loss(terms, weights)
+  return total, {"loss": total, **{f"loss_{k}": v for k, v in terms.items()}, **con_metrics}
+
+
+def loss_and_grads(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict, state: TrainState,
+                   batch: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], nnx.State]:
+  """Metrics (including the loss) and the gradients w.r.t. the trained parameters at `state`."""
+  key = jax.random.fold_in(jax.random.key(config.seed), state.step)
+  num_frames = batch["video"].shape[1]
+
+  def loss_fn(params):
+    model = nnx.merge(graphdef, params, state.frozen)
+    inputs, aux = model_inputs(key, batch, config)
+    return compute_losses(model(inputs, num_frames=num_frames), aux, config)
+
+  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  return metrics, grads
+
+
+def train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict, state: TrainState,
+               batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimisation step. A non-finite loss or gradient leaves the state unchanged and reports finite=0."""
+  metrics, grads = loss_and_grads(graphdef, config, state, batch)
+  tx = make_optimizer(config.optim, config.train.num_steps)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+  keep_old = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  state = TrainState(step=state.step + 1, params=keep_old(params, state.params), frozen=state.frozen,
+                     opt_state=keep_old(opt_state, state.opt_state))
+  metrics = {**metrics, "grad_norm": grad_norm, "finite": finite.astype(jnp.int32),
+             "lr": learning_rate(config.optim, config.train.num_steps)(state.step - 1)}
+  return state, metrics
+
+
+def jit_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict, state_shardings: Any,
+                   batch_sharding: Any, replicated: Any):
+  """The step compiled for a mesh: state sharded by rule, batch over devices, state buffers donated."""
+  return jax.jit(lambda state, batch: train_step(graphdef, config, state, batch),
+                 in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
+                 donate_argnums=0)

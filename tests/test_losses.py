@@ -1,0 +1,196 @@
+"""Losses against direct NumPy references, limiting cases, and gradients."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from synclipmae import losses
+
+_info_nce = jax.jit(losses.info_nce, static_argnums=5)
+
+
+def _info_nce_reference(video, audio, clip_ids, frame_ids, logit_scale, k):
+  """InfoNCE with neighbour exclusion written out with explicit loops (float64)."""
+  n = video.shape[0]
+  v = video / np.linalg.norm(video, axis=1, keepdims=True)
+  a = audio / np.linalg.norm(audio, axis=1, keepdims=True)
+  scale = min(math.exp(logit_scale), 100.0)
+
+  def candidate(i, j):  # may j be used as a negative for i (or is it the positive)?
+    if i == j:
+      return True
+    return not (clip_ids[i] == clip_ids[j] and abs(frame_ids[i] - frame_ids[j]) <= k)
+
+  loss_v2a = loss_a2v = 0.0
+  hits_v2a = hits_a2v = 0
+  for i in range(n):
+    row = {j: scale * float(v[i] @ a[j]) for j in range(n) if candidate(i, j)}
+    loss_v2a += -row[i] + math.log(sum(math.exp(x) for x in row.values()))
+    hits_v2a += max(row, key=row.get) == i
+    col = {j: scale * float(v[j] @ a[i]) for j in range(n) if candidate(j, i)}
+    loss_a2v += -col[i] + math.log(sum(math.exp(x) for x in col.values()))
+    hits_a2v += max(col, key=col.get) == i
+  return 0.5 * (loss_v2a + loss_a2v) / n, hits_v2a / n, hits_a2v / n
+
+
+def _clips(num_clips, num_frames):
+  clip_ids = np.repeat(np.arange(num_clips), num_frames).astype(np.int32)
+  frame_ids = np.tile(np.arange(num_frames), num_clips).astype(np.int32) + 3  # windows need not start at 0
+  return clip_ids, frame_ids
+
+
+# ------------------------------------------------------------------------------------------------ reconstruction
+
+def test_reconstruction_counts_only_masked_patches():
+  rng = np.random.default_rng(0)
+  pred, target = rng.normal(size=(2, 3, 8, 12)).astype(np.float32)
+  mask = rng.random((3, 8)) < 0.75
+  mask[0, 0] = False
+  loss = losses.reconstruction_loss(pred, target, mask, norm_pix=False)
+  expected = ((pred - target) ** 2).mean(-1)[mask].mean()
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  changed = pred.copy()
+  changed[~mask] += 100.0  # kept (visible) patches must not matter
+  np.testing.assert_allclose(losses.reconstruction_loss(changed, target, mask, norm_pix=False), loss, rtol=1e-6)
+  assert float(losses.reconstruction_loss(pred, target, np.zeros_like(mask), norm_pix=False)) == 0.0
+
+
+def test_reconstruction_norm_pix_reference():
+  rng = np.random.default_rng(1)
+  pred = rng.normal(size=(3, 8, 12)).astype(np.float32)
+  target = rng.uniform(size=(3, 8, 12)).astype(np.float32) * 5 + 2
+  mask = rng.random((3, 8)) < 0.5
+  total, count = 0.0, 0
+  for n in range(3):
+    for p in range(8):
+      if mask[n, p]:
+        t = target[n, p].astype(np.float64)
+        t = (t - t.mean()) / math.sqrt(t.var() + 1e-6)
+        total += np.mean((pred[n, p] - t) ** 2)
+        count += 1
+  loss = jax.jit(losses.reconstruction_loss, static_argnums=3)(pred, target, mask, True)
+  np.testing.assert_allclose(loss, total / count, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------- InfoNCE
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_info_nce_matches_reference(k):
+  rng = np.random.default_rng(k)
+  clip_ids, frame_ids = _clips(num_clips=3, num_frames=5)
+  n = len(clip_ids)
+  perm = rng.permutation(n)  # frames of a clip need not be contiguous in the batch
+  clip_ids, frame_ids = clip_ids[perm], frame_ids[perm]
+  video = rng.normal(size=(n, 8))
+  audio = video + rng.normal(size=(n, 8))  # partly aligned, so the accuracies are not trivially 0 or 1
+  scale = math.log(1 / 0.07)
+  loss, metrics = _info_nce(jnp.asarray(video, jnp.float32), jnp.asarray(audio, jnp.float32), clip_ids,
+                            frame_ids, jnp.float32(scale), k)
+  ref_loss, ref_v2a, ref_a2v = _info_nce_reference(video, audio, clip_ids, frame_ids, scale, k)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-4)
+  np.testing.assert_allclose(metrics["con_acc_v2a"], ref_v2a, atol=1e-6)
+  np.testing.assert_allclose(metrics["con_acc_a2v"], ref_a2v, atol=1e-6)
+  np.testing.assert_allclose(metrics["temperature"], 0.07, rtol=1e-5)
+  if k > 0:  # exclusion matters: the same inputs without it give a different value
+    no_exclusion, _ = _info_nce(jnp.asarray(video, jnp.float32), jnp.asarray(audio, jnp.float32), clip_ids,
+                                frame_ids, jnp.float32(scale), 0)
+    assert abs(float(no_exclusion) - float(loss)) > 1e-3
+    assert float(no_exclusion) > float(loss)  # fewer negatives, lower loss
+
+
+def test_neighbour_exclusion_mask():
+  clip_ids = np.array([0, 0, 0, 0, 1, 1])
+  frame_ids = np.array([0, 1, 2, 5, 1, 2])
+  excluded = np.asarray(losses.neighbour_exclusion(clip_ids, frame_ids, 2))
+  expected = np.zeros((6, 6), bool)
+  for i, j in [(0, 1), (0, 2), (1, 2), (4, 5)]:
+    expected[i, j] = expected[j, i] = True
+  np.testing.assert_array_equal(excluded, expected)
+  assert not np.asarray(losses.neighbour_exclusion(clip_ids, frame_ids, 0)).any()
+
+
+def test_info_nce_limits():
+  rng = np.random.default_rng(0)
+  n, d = 64, 4096
+  clip_ids, frame_ids = _clips(num_clips=8, num_frames=8)
+  random_v, random_a = rng.normal(size=(2, n, d)).astype(np.float32)
+  loss, _ = _info_nce(random_v, random_a, clip_ids, frame_ids, jnp.float32(0.0), 0)
+  np.testing.assert_allclose(loss, math.log(n), atol=0.05)  # chance level
+  # With k = 2, an interior frame has 4 neighbours removed; the loss is about log of the remaining count.
+  loss, _ = _info_nce(random_v, random_a, clip_ids, frame_ids, jnp.float32(0.0), 2)
+  candidates = n - np.asarray(losses.neighbour_exclusion(clip_ids, frame_ids, 2)).sum(1)
+  np.testing.assert_allclose(loss, np.log(candidates).mean(), atol=0.05)
+  # Perfectly aligned embeddings and a large scale: near-zero loss, perfect retrieval.
+  loss, metrics = _info_nce(random_v, random_v, clip_ids, frame_ids, jnp.float32(math.log(100.0)), 2)
+  assert float(loss) < 1e-3
+  assert float(metrics["con_acc_v2a"]) == 1.0 and float(metrics["con_acc_a2v"]) == 1.0
+  # exp(logit_scale) is clamped at 100, as in CLIP.
+  _, metrics = _info_nce(random_v, random_v, clip_ids, frame_ids, jnp.float32(10.0), 2)
+  np.testing.assert_allclose(metrics["temperature"], 0.01, rtol=1e-6)
+
+
+def test_info_nce_gradients_finite():
+  rng = np.random.default_rng(2)
+  clip_ids, frame_ids = _clips(num_clips=2, num_frames=6)
+  video, audio = rng.normal(size=(2, 12, 16)).astype(np.float32)
+
+  def loss_fn(video, audio, logit_scale):
+    return losses.info_nce(video, audio, clip_ids, frame_ids, logit_scale, 2)[0]
+
+  grads = jax.jit(jax.grad(loss_fn, argnums=(0, 1, 2)))(video, audio, jnp.float32(math.log(1 / 0.07)))
+  for g in grads:
+    assert np.all(np.isfinite(g))
+  assert float(jnp.abs(grads[0]).sum()) > 0 and float(grads[2]) != 0.0
+
+
+# ----------------------------------------------------------------------------------------------- cross-covariance
+
+def test_cross_covariance_independent_vs_correlated():
+  rng = np.random.default_rng(0)
+  n, d = 4096, 16
+  z1, z2, z3 = rng.normal(size=(3, n, d)).astype(np.float32)
+  xcov = jax.jit(losses.cross_covariance_loss)
+  independent = float(xcov([z1, z2, z3]))
+  assert independent < 0.02  # ~ d / n = 0.004, the finite-batch floor
+  correlated = float(xcov([z1, z1 + 0.1 * z2]))
+  assert correlated > 0.9  # ~ 1: token 2 copies token 1
+  # Scale invariant (a correlation): shrinking a token cannot lower the loss.
+  np.testing.assert_allclose(xcov([z1, 1e-2 * (z1 + 0.1 * z2)]), correlated, rtol=1e-3)
+  # Mean over pairs: one correlated pair out of three.
+  np.testing.assert_allclose(xcov([z1, z1 + 0.1 * z2, z3]), (correlated + 2 * independent) / 3, rtol=0.05)
+
+
+def test_cross_covariance_reference_and_gradients():
+  rng = np.random.default_rng(1)
+  a = rng.normal(size=(32, 4))
+  b = a @ rng.normal(size=(4, 6)) + rng.normal(size=(32, 6))
+  xa = (a - a.mean(0)) / np.sqrt(a.var(0) + 1e-5 * a.var(0).mean())  # eps relative to the average variance
+  xb = (b - b.mean(0)) / np.sqrt(b.var(0) + 1e-5 * b.var(0).mean())
+  expected = np.sum((xa.T @ xb / 32) ** 2) / math.sqrt(4 * 6)
+  np.testing.assert_allclose(losses.cross_covariance_loss([a.astype(np.float32), b.astype(np.float32)]), expected,
+                             rtol=1e-4)
+  b_const = b.astype(np.float32)
+  b_const[:, 0] = 3.0  # a constant dimension, and a constant token, stay finite
+  tokens = [a.astype(np.float32), b_const, np.ones((32, 6), np.float32)]
+  value, grads = jax.jit(jax.value_and_grad(losses.cross_covariance_loss))(tokens)
+  assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads)
+  with pytest.raises(ValueError):
+    losses.cross_covariance_loss([a])
+
+
+# ---------------------------------------------------------------------------------------------------------- total
+
+def test_total_loss():
+  terms = {"rec_video": jnp.float32(1.0), "rec_audio": jnp.float32(2.0), "con": jnp.float32(4.0)}
+  total = losses.total_loss(terms, {"rec_video": 1.0, "rec_audio": 1.0, "con": 0.5, "xcov": 0.05})
+  np.testing.assert_allclose(total, 5.0)
+  weights = {"rec_video": 1.0, "rec_audio": 1.0, "con": 0.5}
+  np.testing.assert_allclose(jax.jit(lambda t: losses.total_loss(t, weights))(terms), 5.0)
+  with pytest.raises(KeyError, match="con"):
+    losses.total_loss(terms, {"rec_video": 1.0, "rec_audio": 1.0})
+  # A disabled (weight 0) term cannot poison the sum.
+  np.testing.assert_allclose(losses.total_loss({"a": jnp.float32(1.0), "b": jnp.float32(jnp.nan)},
+                                               {"a": 1.0, "b": 0.0}), 1.0)

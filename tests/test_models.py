@@ -1,0 +1,302 @@
+"""Tests of the SyncLipMAE models (CPU, float32, the `mu` config).
+
+Every model function is jitted once per shape and reused: eager NNX is far slower than one compile.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+try:
+  from configs import pretrain
+except ImportError:  # An editable install made before configs/ existed does not map it; use the checkout.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from configs import pretrain
+
+from synclipmae.models import audio as audio_lib
+from synclipmae.models import SyncLipMAE, param_counts, patchify
+
+B, T = 2, 3
+N = B * T
+K = 16  # Of P = 64 patches (mu: 64 px, patch 8).
+
+
+def random_keep(rng: np.random.Generator, n: int, num_patches: int, k: int) -> np.ndarray:
+  return np.sort(np.stack([rng.permutation(num_patches)[:k] for _ in range(n)]), axis=1).astype(np.int32)
+
+
+def make_inputs(cfg, seed: int = 0, k: int = K) -> dict[str, jax.Array]:
+  rng = np.random.default_rng(seed)
+  p = (cfg.image_size // cfg.patch_size) ** 2
+  size = (N, cfg.image_size, cfg.image_size, 3)
+  audio_len = (T + 2 * cfg.audio.margin_frames) * audio_lib.SAMPLES_PER_VIDEO_FRAME
+  return {"frames": jnp.asarray(rng.random(size), jnp.float32),
+          "frames_jittered": jnp.asarray(rng.random(size), jnp.float32),
+          "keep_uniform": jnp.asarray(random_keep(rng, N, p, k)),
+          "keep_face": jnp.asarray(random_keep(rng, N, p, k)),
+          "audio": jnp.asarray(0.1 * rng.normal(size=(B, audio_len)), jnp.float32),
+          "id_source": jnp.asarray(rng.integers(0, N, N), jnp.int32)}
+
+
+@pytest.fixture(scope="module")
+def cfg():
+  return pretrain.model_config("mu")
+
+
+@pytest.fixture(scope="module")
+def model(cfg):
+  return SyncLipMAE(cfg, rngs=nnx.Rngs(0))
+
+
+@pytest.fixture(scope="module")
+def forward():
+  return nnx.jit(lambda m, x: m(x, num_frames=T))
+
+
+@pytest.fixture(scope="module")
+def outputs(model, forward, cfg):
+  inputs = make_inputs(cfg)
+  return inputs, forward(model, inputs)
+
+
+@pytest.fixture(scope="module")
+def encode():
+  return nnx.jit(lambda m, frames, keep: m.encode_frames(frames, keep))
+
+
+def test_forward_shapes_and_dtypes(outputs, cfg):
+  _, out = outputs
+  dp, e = cfg.prompt_dim, cfg.encoder.width
+  p, pix = (cfg.image_size // cfg.patch_size) ** 2, cfg.patch_size ** 2 * 3
+  expected = {"z_id": (N, dp), "z_voc": (N, dp), "z_amb": (N, dp), "audio_tokens": (N, dp), "z_id_cond": (N, dp),
+              "patches_uniform": (N, K, e), "recon_video": (N, p, pix), "recon_audio": (N, p, pix),
+              "logit_scale": ()}
+  assert {k: v.shape for k, v in out.items()} == expected
+  for name, value in out.items():
+    assert value.dtype == jnp.float32, name
+    assert np.isfinite(np.asarray(value)).all(), name
+  np.testing.assert_allclose(out["logit_scale"], math.log(1 / 0.07), rtol=1e-6)
+
+
+def test_id_source_selects_identity(outputs):
+  inputs, out = outputs
+  np.testing.assert_array_equal(out["z_id_cond"], np.asarray(out["z_id"])[np.asarray(inputs["id_source"])])
+
+
+def test_keep_all_patches(model, forward, encode, cfg):
+  p = (cfg.image_size // cfg.patch_size) ** 2
+  inputs = make_inputs(cfg, k=p)
+  out = forward(model, inputs)
+  assert out["patches_uniform"].shape == (N, p, cfg.encoder.width)
+  assert out["recon_video"].shape == (N, p, cfg.patch_size ** 2 * 3)
+  # keep=None means every patch, and gives what keep=arange(P) gives.
+  frames = inputs["frames"][:2]
+  all_keep = model.encoder.all_patches(2)
+  got, ref = encode(model, frames, None), encode(model, frames, all_keep)
+  for name in ("z_id", "z_voc", "z_amb", "patches"):
+    np.testing.assert_allclose(got[name], ref[name], atol=1e-6, err_msg=name)
+
+
+def vit_l16_backbone_params() -> int:
+  """ViT-L/16 without CLS token and with fixed positions: patch embed + 24 blocks + final LayerNorm."""
+  e, hidden = 1024, 4096
+  block = 4 * (e * e + e) + (e * hidden + hidden) + (hidden * e + e) + 2 * 2 * e
+  return 16 * 16 * 3 * e + e + 24 * block + 2 * e
+
+
+def test_eval_shape_every_variant():
+  for variant in ("mu", "tiny", "small", "base", "large"):
+    cfg = pretrain.model_config(variant)
+    model = nnx.eval_shape(lambda: SyncLipMAE(cfg, rngs=nnx.Rngs(0)))
+    leaves = jax.tree.leaves(nnx.state(model))
+    assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves), variant  # Nothing allocated.
+    assert all(x.dtype == jnp.float32 for x in leaves), variant
+    counts = param_counts(model)
+    print(variant, counts)
+    assert counts["total"] == sum(counts[k] for k in ("encoder", "audio_encoder", "audio_adapter", "decoder",
+                                                      "logit_scale"))
+  # `large` is the loop's last model: the Sapiens-0.3B / ViT-L/16 encoder geometry.
+  assert (model.encoder.width, len(model.encoder.blocks), model.encoder.blocks[0].attn.num_heads,
+          model.encoder.patch_size) == (1024, 24, 16, 16)
+  assert model.encoder.patch_embed.proj.kernel.shape == (16 * 16 * 3, 1024)
+  assert vit_l16_backbone_params() == 303_098_880
+  assert counts["encoder_backbone"] == vit_l16_backbone_params()
+  assert abs(counts["encoder_backbone"] - 303e6) / 303e6 < 0.02
+
+
+def test_encoder_is_per_frame(model, encode, cfg):
+  inputs = make_inputs(cfg, seed=1)
+  frames, keep = inputs["frames"], inputs["keep_uniform"]
+  ref = encode(model, frames, keep)
+  perm = np.random.default_rng(2).permutation(N)
+  permuted = encode(model, frames[perm], keep[perm])
+  for name in ("z_id", "z_voc", "z_amb", "patches"):
+    np.testing.assert_allclose(permuted[name], np.asarray(ref[name])[perm], atol=1e-5, err_msg=name)
+  # Frame 0 with different companions in the batch.
+  others = frames.at[1:].set(jnp.asarray(np.random.default_rng(3).random(frames[1:].shape), jnp.float32))
+  alone = encode(model, others, keep)
+  for name in ("z_id", "z_voc", "z_amb", "patches"):
+    np.testing.assert_allclose(alone[name][0], ref[name][0], atol=1e-5, err_msg=name)
+    assert not np.allclose(alone[name][1], ref[name][1], atol=1e-4), name
+
+
+def patch_box(index: int, grid: int, p: int) -> tuple[slice, slice]:
+  row, col = divmod(index, grid)
+  return slice(row * p, (row + 1) * p), slice(col * p, (col + 1) * p)
+
+
+def test_encoder_sees_only_kept_patches(model, encode, cfg):
+  inputs = make_inputs(cfg, seed=4)
+  frames, keep = inputs["frames"], inputs["keep_uniform"]
+  p, grid = cfg.patch_size, cfg.image_size // cfg.patch_size
+  masked = sorted(set(range(grid * grid)) - set(np.asarray(keep[0]).tolist()))
+  ref = encode(model, frames, keep)
+
+  rows, cols = patch_box(masked[0], grid, p)
+  hidden = encode(model, frames.at[0, rows, cols].set(1.0 - frames[0, rows, cols]), keep)
+  rows, cols = patch_box(int(keep[0, 0]), grid, p)
+  visible = encode(model, frames.at[0, rows, cols].set(1.0 - frames[0, rows, cols]), keep)
+  for name in ("z_id", "z_voc", "z_amb"):
+    np.testing.assert_allclose(hidden[name], ref[name], atol=1e-6, err_msg=name)
+    assert np.abs(np.asarray(visible[name][0] - ref[name][0])).max() > 1e-3, name
+
+
+def test_log_mel_matches_numpy_reference():
+  """Our matmul DFT against np.fft on explicit frames, with librosa's window and mel filterbank."""
+  librosa = pytest.importorskip("librosa")
+  rng = np.random.default_rng(5)
+  wave = (0.1 * rng.normal(size=(1, 7 * 320 + 123))).astype(np.float64)
+  ours = np.asarray(audio_lib.log_mel_spectrogram(jnp.asarray(wave, jnp.float32), 40))[0]
+  padded = np.pad(wave[0], (40, 400))  # Frame i reads samples [320 i - 40, 320 i + 360).
+  frames = np.stack([padded[320 * i:320 * i + 400] for i in range(wave.shape[1] // 320)])
+  window = librosa.filters.get_window("hann", 400, fftbins=True)
+  power = np.abs(np.fft.rfft(frames * window, n=512)) ** 2
+  ref = np.log(power @ librosa.filters.mel(sr=16000, n_fft=512, n_mels=40).T + 1e-6)
+  assert ours.shape == ref.shape == (wave.shape[1] // 320, 40)
+  np.testing.assert_allclose(ours, ref, atol=1e-3)
+
+
+def test_audio_tokens_are_time_aligned(model, cfg):
+  """A 10-sample burst changes exactly the tokens whose window reaches the feature frames the burst touches."""
+  margin, w = cfg.audio.margin_frames, cfg.audio.window_frames
+  depth = model.audio_encoder.receptive_field  # Kernel-3 convs: one feature frame per layer each side.
+  t_frames = 11
+  length = (t_frames + 2 * margin) * audio_lib.SAMPLES_PER_VIDEO_FRAME
+  starts = [640 * 7, 640 * 7 + 315, 640 * 7 + 630, 640 * 3 + 100, 640 * 12 + 500]
+  burst = 10
+  base = (0.01 * np.random.default_rng(6).normal(size=length)).astype(np.float32)
+  waves = np.stack([base] + [base.copy() for _ in starts])
+  for row, s in enumerate(starts, 1):
+    waves[row, s:s + burst] += 0.8
+  tokens = np.asarray(nnx.jit(lambda m, a: m.encode_audio(a, t_frames))(model, jnp.asarray(waves)))
+
+  hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(audio_lib.WIN_LENGTH) / audio_lib.WIN_LENGTH)
+  num_features = length // audio_lib.HOP_LENGTH
+  widest = 0
+  for row, s in enumerate(starts, 1):
+    # Log-mel frames whose (nonzero) window covers a burst sample; frame i starts at sample 320 i - 40.
+    stft = {i for i in range(num_features) for x in range(s, s + burst)
+            if 0 <= x - (320 * i - 40) < audio_lib.WIN_LENGTH and hann[x - (320 * i - 40)] > 0}
+    features = {j for i in stft for j in range(i - depth, i + depth + 1) if 0 <= j < num_features}
+    video = {j // 2 for j in features}
+    expected = {t for t in range(t_frames) if any(abs(t + margin - v) <= w for v in video)}
+    changed = {t for t in range(t_frames) if np.abs(tokens[row, t] - tokens[0, t]).max() > 1e-5}
+    assert changed == expected, (s, sorted(changed), sorted(expected))
+    j = s // 640 - margin  # The burst's video frame as a centre-frame index.
+    widest = max(widest, max(abs(t - j) for t in changed))
+  # The exact bound: a burst in video frame j reaches log-mel frames 2j-1 .. 2j+2 (windows overhang their hop by
+  # 40 samples), the conv stack `depth` more feature frames each side, the adapter `w` more video frames:
+  # w + ceil((depth + 1) / 2) video frames (4 for mu), reached by bursts at the start and at the end of a frame.
+  bound = w + (depth + 2) // 2
+  assert widest == bound, (widest, bound)
+
+
+def test_adapter_accepts_wav2vec2_frame_count(model, cfg):
+  """wav2vec 2.0 gives 2V-1 frames for V video frames; the adapter repeats the last and finds the same T."""
+  v = T + 2 * cfg.audio.margin_frames
+  c = model.audio_encoder.hidden_size
+  hidden = [jnp.ones((B, 2 * v - 1, c)) * (k + 1) for k in range(model.audio_encoder.num_layers)]
+  assert jax.eval_shape(model.audio_adapter, hidden).shape == (B, T, cfg.prompt_dim)
+
+
+def test_audio_encoder_factory(model, cfg):
+  assert isinstance(model.audio_encoder, audio_lib.AudioEncoder) and not model.audio_encoder.frozen
+  audio_cfg = cfg.audio.copy_and_resolve_references()
+  audio_cfg.encoder = "wav2vec2"
+  with pytest.raises(ValueError, match="wav2vec2"):
+    audio_lib.make_audio_encoder(audio_cfg, rngs=nnx.Rngs(0))
+
+
+def test_decoder_shared_and_conditioned(model, outputs, cfg):
+  inputs, out = outputs
+  decode = nnx.jit(lambda m, x, k, c: m.decode(x, k, c))
+  patches, keep = out["patches_uniform"], inputs["keep_uniform"]
+  cond_video = jnp.stack([out["z_id_cond"], out["z_amb"], out["z_voc"]], axis=1)
+  cond_audio = jnp.stack([out["z_id_cond"], out["z_amb"], out["audio_tokens"]], axis=1)
+  # Both passes are the one decoder: re-decoding each cond reproduces each reconstruction.
+  np.testing.assert_allclose(decode(model, patches, keep, cond_video), out["recon_video"], atol=1e-5)
+  np.testing.assert_allclose(decode(model, patches, keep, cond_audio), out["recon_audio"], atol=1e-5)
+  # Same cond for both halves of the batch -> identical rows.
+  both = decode(model, jnp.concatenate([patches[:3], patches[:3]]), jnp.concatenate([keep[:3], keep[:3]]),
+                jnp.concatenate([cond_video[:3], cond_video[:3]]))
+  np.testing.assert_allclose(both[:3], both[3:], atol=1e-6)
+  # The output at masked positions depends on every conditioning slot.
+  p = (cfg.image_size // cfg.patch_size) ** 2
+  masked = np.setdiff1d(np.arange(p), np.asarray(keep[0]))
+  ref = np.asarray(out["recon_video"])[0, masked]
+  for slot in range(3):
+    other = cond_video.at[:, slot].set(cond_video[::-1, slot] + 1.0)
+    moved = np.asarray(decode(model, patches, keep, other))[0, masked]
+    assert np.abs(moved - ref).max() > 1e-3, slot
+
+
+def test_gradients_reach_every_part(model, cfg):
+  inputs = make_inputs(cfg, seed=7)
+  graphdef, params = nnx.split(model, nnx.Param)
+  weights = {k: jnp.asarray(np.random.default_rng(i).normal(size=v.shape), jnp.float32)
+             for i, (k, v) in enumerate(sorted(jax.eval_shape(lambda: model(inputs, num_frames=T)).items()))}
+
+  def loss(params):
+    out = nnx.merge(graphdef, params)(inputs, num_frames=T)
+    return sum(jnp.sum(out[k] * weights[k]) for k in out)
+
+  grads = jax.jit(jax.grad(loss))(params)
+  flat = {path: np.asarray(v.get_value()) for path, v in nnx.to_flat_state(grads)}
+  for path, g in flat.items():
+    assert np.isfinite(g).all(), path
+  for part in ("encoder", "audio_encoder", "audio_adapter", "decoder", "logit_scale"):
+    norm = math.sqrt(sum(float((g ** 2).sum()) for path, g in flat.items() if path[0] == part))
+    assert norm > 0, part
+  dead = [path for path, g in flat.items() if not np.any(g)]
+  assert not dead, dead  # Every single parameter tensor receives gradient.
+  assert model.trainable_filter() == nnx.Param  # The log-mel encoder is trained.
+
+
+def test_jit_split_merge_matches_nnx_jit(model, outputs):
+  inputs, out = outputs
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def apply(state, inputs):
+    return nnx.merge(graphdef, state)(inputs, num_frames=T)
+
+  got = apply(state, inputs)
+  for name in out:
+    np.testing.assert_allclose(got[name], out[name], atol=1e-5, err_msg=name)
+
+
+def test_reconstruction_layout_is_patchify(cfg):
+  """The decoder's pixel layout is `patchify`: a sanity check of the helper the losses use."""
+  p = cfg.patch_size
+  image = jnp.arange(2 * 16 * 16 * 3, dtype=jnp.float32).reshape(2, 16, 16, 3)
+  patches = patchify(image, p)
+  assert patches.shape == (2, 4, p * p * 3)
+  np.testing.assert_array_equal(patches[0, 1].reshape(p, p, 3), image[0, :p, p:2 * p])

@@ -1,0 +1,74 @@
+"""The zero-shot sync evaluation: sign convention and scoring, with a model whose tokens are known exactly."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from synclipmae.data import corpus as corpus_lib
+from synclipmae.data import records
+from synclipmae.eval import sync
+
+FREQUENCIES = np.linspace(1.0, 40.0, 24)
+
+
+def _embed(x):
+  """Random-Fourier features of a scalar per frame: equal scalars give equal tokens."""
+  return jnp.concatenate([jnp.cos(x[..., None] * FREQUENCIES), jnp.sin(x[..., None] * FREQUENCIES)], -1)
+
+
+class CodeModel(nnx.Module):
+  """Reads frame t's grey level as its 'vocal' code and the audio level under frame t as the audio code."""
+
+  def __init__(self, margin=2):
+    self.margin = margin
+
+  def encode_frames(self, frames, keep=None):
+    return {"z_voc": _embed(frames.mean(axis=(1, 2, 3)))}
+
+  def encode_audio(self, audio, num_frames):
+    per_frame = audio.reshape(audio.shape[0], num_frames + 2 * self.margin, 640).mean(-1)
+    return _embed(per_frame[:, self.margin:self.margin + num_frames] * 2.0 + 0.5)
+
+
+def _code_corpus(directory, num_clips=4, num_frames=60):
+  rng = np.random.default_rng(0)
+  clips = []
+  for i in range(num_clips):
+    codes = rng.uniform(0.1, 0.9, num_frames)
+    frames = np.repeat(np.round(codes * 255).astype(np.uint8), 16 * 16 * 3).reshape(num_frames, 16, 16, 3)
+    audio = np.repeat((np.round(codes * 255) / 255 - 0.5) / 2.0, 640)
+    mask = np.ones((num_frames, 16, 16), bool)
+    clips.append(records.ClipRecord(
+        clip_id=f"code{i}", speaker_id=f"s{i}", source="test", fps=25.0, sample_rate=16000,
+        frames=records.encode_frames(frames), frame_codec="png", audio=records.float_to_pcm16(audio),
+        face_masks=mask, mouth_masks=mask))
+  corpus_lib.write_corpus_info(directory, {"heldout": corpus_lib.write_split(directory, "heldout", clips, 1)})
+  return corpus_lib.Corpus(directory)
+
+
+def test_delayed_audio_is_reported_as_a_positive_offset():
+  audio = np.arange(10 * 640, dtype=np.float32)
+  window = sync.shifted_audio_window(audio, first_frame=4, num_frames=3, shift_frames=2, margin_frames=0,
+                                     samples_per_frame=640)
+  # Delayed by 2 frames: what plays under video frame 4 is the sound of frame 2.
+  np.testing.assert_array_equal(window, audio[2 * 640:5 * 640])
+  early = sync.shifted_audio_window(audio, 0, 2, shift_frames=1, margin_frames=1, samples_per_frame=640)
+  np.testing.assert_array_equal(early[:2 * 640], 0)  # Nothing plays before the delayed track starts.
+  np.testing.assert_array_equal(early[2 * 640:], audio[:2 * 640])
+
+
+def test_protocol_finds_every_known_offset(tmp_path):
+  corpus = _code_corpus(tmp_path / "corpus")
+  result = sync.evaluate(CodeModel(), corpus, "heldout", context_frames=5, max_offset=15, num_samples=40,
+                         contexts=(5,), batch_size=8)
+  curves = result["_curves"]
+  assert curves["predicted"] == curves["truth"]  # Exact, including the sign, for offsets in -15..15.
+  assert len(set(curves["truth"])) > 15 and min(curves["truth"]) < 0 < max(curves["truth"])
+  assert result["accuracy"] == 1.0 and result["num_samples"] == 40
+  assert abs(result["chance_accuracy"] - 3 / 31) < 0.01
+  assert result["lse_c"] > 0.3 and result["lse_d"] < 1e-3
+  written = sync.write_results(result, tmp_path / "out")
+  saved = json.load(open(written["json"]))
+  assert {"accuracy", "num_samples", "context_frames", "chance_accuracy", "offset_convention"} <= saved.keys()
