@@ -84,11 +84,16 @@ def log_mel_spectrogram(waveform: jax.Array, num_mels: int) -> jax.Array:
   return jnp.log(mel + 1e-6)
 
 
+LOUDNESS_FLOOR, LOUDNESS_RANGE = -10.5, 6.0  # Mean log-mel power: about -10.2 for -50 dB noise, -5 for loud speech.
+
+
 class LogMelEncoder(nnx.Module):
-  """A small trainable audio encoder: log-mel -> per-frame LayerNorm over bands -> `depth` 1-D convs.
+  """A small trainable audio encoder: log-mel -> per-frame LayerNorm over bands (+ loudness) -> 1-D convs.
 
   The stand-in for wav2vec 2.0 where no pretrained weights exist (CPU, tests, the synthetic corpus).
-  The LayerNorm over bands makes it gain-invariant and keeps every feature frame local in time.
+  The LayerNorm over bands keeps every feature frame local in time and on one scale; it would also remove the
+  frame's loudness, the most direct acoustic correlate of mouth opening, so the frame's mean log-mel is appended
+  as one more input channel, on a fixed scale (about 0 for silence, 1 for loud speech).
   Returns every conv layer's output as the hidden states.
   """
   frozen = False
@@ -103,7 +108,7 @@ class LogMelEncoder(nnx.Module):
     self.norm = vit.layer_norm(c.num_mels, rngs=rngs)
     conv = lambda i: nnx.Conv(i, c.width, kernel_size=(3,), padding="SAME", dtype=dtype, param_dtype=jnp.float32,
                               rngs=rngs)
-    self.convs = nnx.List([conv(c.num_mels if k == 0 else c.width) for k in range(c.depth)])
+    self.convs = nnx.List([conv(c.num_mels + 1 if k == 0 else c.width) for k in range(c.depth)])
     self.dtype = dtype
 
   @property
@@ -112,7 +117,9 @@ class LogMelEncoder(nnx.Module):
     return self.num_layers
 
   def __call__(self, waveform: jax.Array) -> list[jax.Array]:
-    x = self.norm(log_mel_spectrogram(waveform, self.num_mels)).astype(self.dtype)
+    log_mel = log_mel_spectrogram(waveform, self.num_mels)
+    loudness = (jnp.mean(log_mel, axis=-1, keepdims=True) - LOUDNESS_FLOOR) / LOUDNESS_RANGE
+    x = jnp.concatenate([self.norm(log_mel), loudness], axis=-1).astype(self.dtype)
     hidden = []
     for conv in self.convs:
       y = jax.nn.gelu(conv(x), approximate=False)
