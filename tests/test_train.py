@@ -150,14 +150,24 @@ def test_interrupted_runs_resume_to_identical_parameters(synthetic_corpus, tmp_p
 
 def test_non_finite_loss_stops_without_touching_the_last_checkpoint(synthetic_corpus, tmp_path):
   config = small_config(synthetic_corpus, num_steps=2, checkpoint_every=2, log_every=1)
-  config.mesh.data = -1
   loop.pretrain(config, str(tmp_path))
   before = _params(tmp_path)
   config.train.num_steps = 4
-  config.loss.rec_video = float("nan")
+  config.loss.rec_audio = 1e38  # Finite weight; the weighted loss overflows to inf.
   with pytest.raises(loop.NonFiniteLossError, match="non-finite loss or gradient at step 3"):
     loop.pretrain(config, str(tmp_path))
   after = _params(tmp_path)
   assert before[0] == after[0] == 2
   for a, b in zip(jax.tree.leaves(before[1]), jax.tree.leaves(after[1])):
     np.testing.assert_array_equal(a, b)
+
+
+def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path):
+  config = small_config(synthetic_corpus)
+  config.model.image_size, config.model.patch_size, config.masking.mask_ratio = 128, 24, 1.0
+  with pytest.raises(ValueError) as error:
+    loop.pretrain(config, str(tmp_path))
+  message = str(error.value)
+  assert "model.image_size=128 but the corpus" in message and "has 64x64 frames" in message
+  assert "model.patch_size=24 does not divide" in message and "masking.mask_ratio=1.0" in message
+  assert not (tmp_path / "checkpoints").exists()

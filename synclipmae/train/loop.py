@@ -52,6 +52,28 @@ def ensure_corpus(data_dir: str) -> Corpus:
   return Corpus(data_dir)
 
 
+def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
+  """Raises ValueError naming every config value that cannot work with this corpus, before anything runs."""
+  m, problems = config.model, []
+  height, width = corpus.read(config.data.train_split, 0).frame_size
+  if (height, width) != (m.image_size, m.image_size):
+    problems.append(f"model.image_size={m.image_size} but the corpus {corpus.directory} has {height}x{width} frames")
+  if m.image_size % m.patch_size:
+    problems.append(f"model.patch_size={m.patch_size} does not divide model.image_size={m.image_size}")
+  if not 0.0 <= config.masking.mask_ratio < 1.0:
+    problems.append(f"masking.mask_ratio={config.masking.mask_ratio} must be in [0, 1)")
+  if config.data.num_frames < 2 and config.masking.identity_shuffle:
+    problems.append("data.num_frames must be >= 2 for masking.identity_shuffle (z_id comes from another frame)")
+  for name, weight in config.loss.items():
+    if name in ("rec_video", "rec_audio", "con", "xcov") and not weight >= 0:
+      problems.append(f"loss.{name}={weight} must be a non-negative weight")
+  if m.audio.window_frames > m.audio.margin_frames:
+    problems.append(f"model.audio.window_frames={m.audio.window_frames} needs margin_frames >= it "
+                    f"(got {m.audio.margin_frames})")
+  if problems:
+    raise ValueError("invalid config: " + "; ".join(problems))
+
+
 def _record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   path = os.path.join(workdir, "config.json")
   text = config.to_json_best_effort(indent=1, sort_keys=True)
@@ -75,6 +97,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if jax.process_index() == 0:
     _record_config(config, workdir)
   corpus = ensure_corpus(config.data.dir)
+  validate_config(config, corpus)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   local_batch = sharding.batch_size_per_process(config.data.batch_size, mesh)
   dataset = pipeline.make_dataset(
