@@ -23,9 +23,11 @@ Every function is jit compatible: sizes are Python ints (static), randomness com
 
 from __future__ import annotations
 
-import einops
 import jax
 import jax.numpy as jnp
+
+from synclipmae.models import vit
+from synclipmae.models.vit import patchify  # The decoder's pixel layout; reconstruction targets use it.
 
 # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale.
 _LUMA = (0.2989, 0.587, 0.114)
@@ -40,15 +42,10 @@ def num_kept(num_patches: int, mask_ratio: float) -> int:
 
 # ----------------------------------------------------------------------------------------------------- patches
 
-def patchify(frames: jax.Array, patch_size: int) -> jax.Array:
-  """[N, H, W, C] -> [N, P, p*p*C]: the reconstruction target, in the same order as the encoder's patch conv."""
-  return einops.rearrange(frames, "n (h p) (w q) c -> n (h w) (p q c)", p=patch_size, q=patch_size)
-
-
 def unpatchify(patches: jax.Array, patch_size: int, height: int, width: int) -> jax.Array:
   """Exact inverse of `patchify`: [N, P, p*p*C] -> [N, H, W, C] (to look at reconstructions)."""
-  return einops.rearrange(patches, "n (h w) (p q c) -> n (h p) (w q) c", p=patch_size, q=patch_size,
-                          h=height // patch_size, w=width // patch_size)
+  grid = (height // patch_size, width // patch_size)
+  return vit.unpatchify(patches, patch_size, grid, channels=patches.shape[-1] // patch_size ** 2)
 
 
 # ----------------------------------------------------------------------------------------------------- masking

@@ -128,7 +128,8 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
             "lse_c": float(np.mean(np.median(dists, 1) - dists.min(1))),
             "mean_abs_error_frames": float(np.mean(np.abs(predicted - truth)))}, sims, predicted
 
-  main, sims, predicted = summary(context_frames)
+  summaries = {k: summary(k) for k in contexts}
+  main, sims, predicted = summaries[context_frames]
   chance = np.mean([np.sum(np.abs(candidates - t) <= TOLERANCE_FRAMES) for t in truth]) / len(candidates)
   # Similarity as a function of (candidate - true offset): the curve a synced model peaks at 0.
   relative = np.full((len(truth), 4 * max_offset + 1), np.nan)
@@ -143,7 +144,7 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
       "chance_accuracy": float(chance),
       "offset_convention": OFFSET_CONVENTION,
       "split": split,
-      "accuracy_by_context": {str(k): summary(k)[0]["accuracy"] for k in contexts},
+      "accuracy_by_context": {str(k): summaries[k][0]["accuracy"] for k in contexts},
       "_curves": {"relative_offsets": list(range(-2 * max_offset, 2 * max_offset + 1)),
                   "mean_similarity": np.nanmean(relative, 0).tolist(),
                   "examples": [(int(t), s.tolist()) for t, s in zip(truth[:4], sims[:4])],

@@ -73,12 +73,9 @@ def load_model(workdir: str | os.PathLike, step: int | None = None):
   from flax import nnx
 
   from synclipmae.train import sharding
-  from synclipmae.train.step import init_state
+  from synclipmae.train.step import abstract_train_state
   config = load_config(workdir)
-  mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
-  graphdef, abstract = jax.eval_shape(lambda: init_state(config))
-  replicated = sharding.replicated(mesh)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
+  graphdef, abstract, _ = abstract_train_state(config, sharding.make_mesh(1, 1, devices=jax.devices()[:1]))
   checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
   try:
     state, _ = checkpoints.restore(abstract, step=step, with_data=False)

@@ -27,7 +27,7 @@ from synclipmae.data.corpus import CORPUS_FILE, Corpus
 from synclipmae.train import sharding
 from synclipmae.train.checkpoint import Checkpoints
 from synclipmae.train.metrics import MetricWriter, Progress
-from synclipmae.train.step import TrainState, init_state, jit_train_step
+from synclipmae.train.step import TrainState, abstract_train_state, init_state, jit_train_step
 
 EXIT_INTERRUPTED = 128 + signal.SIGTERM  # Exit status after a SIGTERM, as a shell reports it.
 
@@ -81,14 +81,6 @@ def _record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     print(f"note: {path} differs from this run's config; resuming with this run's config")
   with open(path, "w") as f:
     f.write(text)
-
-
-def abstract_train_state(config: ml_collections.ConfigDict, mesh) -> tuple[nnx.GraphDef, Any, Any]:
-  """(graphdef, abstract state with shardings, shardings): shapes first, nothing allocated."""
-  graphdef, abstract = jax.eval_shape(lambda: init_state(config))  # graphdef is static, passed through.
-  shardings = sharding.state_shardings(abstract, mesh)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
-  return graphdef, abstract, shardings
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from flax import nnx
 
 from synclipmae import losses, masking
 from synclipmae.models.synclipmae import SyncLipMAE
+from synclipmae.train import sharding
 
 
 @flax.struct.dataclass
@@ -62,6 +63,14 @@ def init_state(config: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, TrainSt
   graphdef, params, frozen = nnx.split(model, model.trainable_filter(), ...)
   opt_state = make_optimizer(config.optim, config.train.num_steps).init(params)
   return graphdef, TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen, opt_state=opt_state)
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, mesh) -> tuple[nnx.GraphDef, Any, Any]:
+  """(graphdef, abstract state with shardings, shardings): shapes first, nothing allocated."""
+  graphdef, abstract = jax.eval_shape(lambda: init_state(config))  # graphdef is static, passed through.
+  shardings = sharding.state_shardings(abstract, mesh)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+  return graphdef, abstract, shardings
 
 
 def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collections.ConfigDict
