@@ -5,8 +5,10 @@ SyncLipMAE encodes every frame twice (DESIGN.md section 2):
 * bypass 1 — uniform random masking (`uniform_keep`), 75 % masked as in MAE. It yields the identity token `z_id`
   and the visible patches the decoder reads.
 * bypass 2 — face-aware masking (`face_aware_keep`) on a photometrically jittered frame (`photometric_jitter`).
-  Face patches are kept with higher probability so `z_voc` / `z_amb` see the lips, jaw and eyes, while the
-  jitter stops them from carrying colour (identity) information.
+  Face patches are kept with higher probability, and mouth-region patches with much higher probability, so
+  `z_voc` / `z_amb` see the lips, jaw and eyes, while the jitter stops them from carrying colour (identity)
+  information. Why the mouth weight: a per-frame ViT trained from scratch finds the ~5 % of the frame where vocal
+  motion shows slowly when the prompt token must search all face patches (BENCHMARKS.md, "mouth-aware bypass 2").
 
 Both bypasses keep the same number K of patches, so their visible tokens stack into one static-shape encoder
 call. A "keep" array holds the K kept patch indices of each frame, sorted ascending (so the kept tokens stay in
@@ -71,20 +73,34 @@ def uniform_keep(key: jax.Array, num_rows: int, num_patches: int, num_keep: int)
   return _top_k_sorted(noise, num_keep)
 
 
-def face_aware_keep(key: jax.Array, face_fraction: jax.Array, num_keep: int, face_bias: float) -> jax.Array:
-  """Bypass 2: K patches per row sampled without replacement, face patches `face_bias` times likelier.
+def face_aware_keep(key: jax.Array | None, face_fraction: jax.Array, num_keep: int, face_bias: float,
+                    mouth_fraction: jax.Array | None = None, mouth_bias: float = 1.0) -> jax.Array:
+  """Bypass 2: K patches per row sampled without replacement, face (and mouth) patches likelier.
 
-  Weights w = 1 + (face_bias - 1) * face_fraction, so a full-face patch weighs `face_bias` and a background patch
-  1. Adding Gumbel noise to log w and taking the top K draws exactly the same distribution as picking patches one
-  at a time with probability proportional to the remaining weights (Gumbel top-k), with a static output shape.
-  face_bias = 1 is uniform masking. Returns int32 [N, K], sorted ascending.
+  Weights w = 1 + (face_bias - 1) * face_fraction + (mouth_bias - 1) * mouth_fraction, so a full-face patch weighs
+  `face_bias`, a background patch 1, and a patch of the mouth region (lips, jaw: where vocal motion shows) also
+  gets `mouth_bias` on top. Adding Gumbel noise to log w and taking the top K draws exactly the same distribution
+  as picking patches one at a time with probability proportional to the remaining weights (Gumbel top-k), with a
+  static output shape. face_bias = mouth_bias = 1 is uniform masking.
+
+  key None: no noise, the K heaviest patches (ties to the lower index): the deterministic view evaluation uses,
+  so z_voc at test time sees what training showed it most often. Returns int32 [N, K], sorted ascending.
   """
-  if not isinstance(face_bias, jax.Array) and face_bias <= 0:
-    raise ValueError(f"face_bias must be > 0, got {face_bias}")
+  for name, bias in (("face_bias", face_bias), ("mouth_bias", mouth_bias)):
+    if not isinstance(bias, jax.Array) and bias <= 0:
+      raise ValueError(f"{name} must be > 0, got {bias}")
   num_patches = face_fraction.shape[-1]
   _check_keep(num_patches, num_keep)
   weights = 1.0 + (face_bias - 1.0) * jnp.clip(face_fraction.astype(jnp.float32), 0.0, 1.0)
-  scores = jnp.log(weights) + jax.random.gumbel(key, face_fraction.shape)
+  if mouth_fraction is not None:
+    if mouth_fraction.shape != face_fraction.shape:
+      raise ValueError(f"mouth_fraction {mouth_fraction.shape} and face_fraction {face_fraction.shape} differ")
+    weights = weights + (mouth_bias - 1.0) * jnp.clip(mouth_fraction.astype(jnp.float32), 0.0, 1.0)
+  scores = jnp.log(weights)
+  if key is not None:
+    scores = scores + jax.random.gumbel(key, face_fraction.shape)
+  else:  # Stable tie-break towards lower indices: a tiny decreasing ramp, far below any weight difference.
+    scores = scores - jnp.arange(num_patches, dtype=jnp.float32) * 1e-6
   return _top_k_sorted(scores, num_keep)
 
 

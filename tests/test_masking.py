@@ -135,6 +135,32 @@ def test_face_aware_keep_partial_faces_follow_weights():
   np.testing.assert_allclose(freq, np.array([1, 3, 5, 1]) / 10, atol=0.03)
 
 
+def test_mouth_bias_adds_to_the_face_weight():
+  """w = 1 + (face_bias-1)*face + (mouth_bias-1)*mouth: with K = 1 the kept patch is one draw with p = w / sum(w)."""
+  rows = 4000
+  face = np.tile(np.array([0.0, 1.0, 1.0, 1.0], np.float32), 4)[None].repeat(rows, axis=0)
+  mouth = np.tile(np.array([0.0, 0.0, 0.5, 1.0], np.float32), 4)[None].repeat(rows, axis=0)
+  keep = np.asarray(masking.face_aware_keep(jax.random.key(7), jnp.asarray(face), 1, 3.0, jnp.asarray(mouth), 5.0))
+  freq = np.bincount(keep[:, 0] % 4, minlength=4) / rows
+  np.testing.assert_allclose(freq, np.array([1, 3, 5, 7]) / 16, atol=0.03)
+  with pytest.raises(ValueError, match="mouth_bias"):
+    masking.face_aware_keep(jax.random.key(0), jnp.asarray(face), 1, 3.0, jnp.asarray(mouth), 0.0)
+  with pytest.raises(ValueError, match="differ"):
+    masking.face_aware_keep(jax.random.key(0), jnp.asarray(face), 1, 3.0, jnp.asarray(mouth[:, :8]), 2.0)
+
+
+def test_without_a_key_the_heaviest_patches_are_kept():
+  """The evaluation view: no noise, the K heaviest patches, mouth before face before background, ties to lower index."""
+  face = np.array([[0, 1, 1, 1, 1, 0, 0, 0]], np.float32)
+  mouth = np.array([[0, 0, 0, 1, 0.5, 0, 0, 0]], np.float32)
+  keep = masking.face_aware_keep(None, jnp.asarray(face), 4, 8.0, jnp.asarray(mouth), 100.0)
+  np.testing.assert_array_equal(keep, [[1, 2, 3, 4]])
+  keep = masking.face_aware_keep(None, jnp.asarray(face), 2, 8.0, jnp.asarray(mouth), 100.0)
+  np.testing.assert_array_equal(keep, [[3, 4]])
+  keep = masking.face_aware_keep(None, jnp.asarray(face), 6, 8.0)
+  np.testing.assert_array_equal(keep, [[0, 1, 2, 3, 4, 5]])
+
+
 def test_face_bias_one_is_uniform():
   rows, patches, k = 4000, 64, 16
   keep = _face_aware_keep(jax.random.key(6), jnp.asarray(_half_face(rows, patches)), k, 1.0)

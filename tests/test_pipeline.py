@@ -50,6 +50,9 @@ def test_batch_contents_are_aligned(tiny_corpus):
   # Face fraction per 4x4 patch: the fixture's face box covers [4, 12) x [4, 12).
   np.testing.assert_allclose(batch["face_patches"][0, 0].reshape(4, 4),
                              [[0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]])
+  # Mouth fraction: the fixture's mouth box covers rows [8, 12) x columns [5, 10).
+  np.testing.assert_allclose(batch["mouth_patches"][0, 0].reshape(4, 4),
+                             [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0.75, 0.5, 0], [0, 0, 0, 0]])
 
 
 def test_deterministic_given_seed(tiny_corpus):

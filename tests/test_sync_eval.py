@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -72,3 +73,26 @@ def test_protocol_finds_every_known_offset(tmp_path):
   written = sync.write_results(result, tmp_path / "out")
   saved = json.load(open(written["json"]))
   assert {"accuracy", "num_samples", "context_frames", "chance_accuracy", "offset_convention"} <= saved.keys()
+
+
+SEEN_KEEP = []
+
+
+class ViewRecordingModel(CodeModel):
+  """CodeModel that records (from inside jit) the patch indices it was asked to encode."""
+
+  def encode_frames(self, frames, keep=None):
+    assert keep is not None and keep.shape == (frames.shape[0], 4), keep
+    jax.debug.callback(lambda k: SEEN_KEEP.append(np.asarray(k)), keep)
+    return super().encode_frames(frames, keep)
+
+
+def test_bypass2_view_encodes_the_heaviest_patches(tmp_path):
+  corpus = _code_corpus(tmp_path / "corpus")  # Masks cover every pixel: all weights tie, lower indices win.
+  model = ViewRecordingModel()
+  view = {"patch_size": 4, "mask_ratio": 0.75, "face_bias": 8.0, "mouth_bias": 100.0}
+  result = sync.evaluate(model, corpus, "heldout", num_samples=8, contexts=(5,), batch_size=8, view=view)
+  assert result["accuracy"] == 1.0
+  assert SEEN_KEEP
+  for keep in SEEN_KEEP:
+    np.testing.assert_array_equal(keep, np.broadcast_to(np.arange(4), keep.shape))

@@ -31,7 +31,8 @@ def main(argv: Sequence[str]) -> None:
   result = sync.evaluate(model, Corpus(f.data or config.data.dir), split,
                          context_frames=f.context_frames or config.eval.context_frames,
                          max_offset=config.eval.max_offset, num_samples=f.num_samples or config.eval.num_samples,
-                         margin_frames=config.model.audio.margin_frames, seed=config.seed)
+                         margin_frames=config.model.audio.margin_frames, seed=config.seed,
+                         view=sync.bypass2_view(config))
   result["checkpoint_step"] = step
   written = sync.write_results(result, f.out or f.workdir)
   print(f"step {step}: zero-shot sync accuracy on {split}: {result['accuracy']:.1%} "

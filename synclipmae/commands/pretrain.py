@@ -24,18 +24,16 @@ def define_flags() -> None:
                     "TPU pods and Slurm, or set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).")
 
 
-def main(argv: Sequence[str]) -> None:
-  del argv
-  f = flags.FLAGS
-  if f.config is None:
-    raise flags.ValidationError("--config is required, e.g. --config=configs/pretrain.py:mu")
+def train_and_evaluate(config, workdir: str, evaluate: bool = True) -> dict[str, str]:
+  """Trains `config` in `workdir` (resuming), runs the zero-shot sync evaluation, prints and returns the paths.
+
+  Exits with status 143 after SIGTERM (checkpoint saved) and 1 after a non-finite loss (last checkpoint kept).
+  """
   import jax
-  if f.distributed:
-    jax.distributed.initialize()
   from synclipmae.eval import sync
   from synclipmae.train import loop
   try:
-    run = loop.pretrain(f.config, f.workdir)
+    run = loop.pretrain(config, workdir)
   except loop.Interrupted as e:
     print(e, file=sys.stderr)
     sys.exit(loop.EXIT_INTERRUPTED)
@@ -44,15 +42,27 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(1)
   paths = {"checkpoints": run["checkpoints"], "tensorboard": os.path.abspath(run["tensorboard"]),
            "metrics": os.path.abspath(run["metrics"])}
-  if f.eval and jax.process_index() == 0:
+  if evaluate and jax.process_index() == 0:
     model = loop.model_from_state(run["graphdef"], run["state"])
-    c = f.config
+    c = config
     result = sync.evaluate(model, run["corpus"], c.data.eval_split, context_frames=c.eval.context_frames,
                            max_offset=c.eval.max_offset, num_samples=c.eval.num_samples,
-                           margin_frames=c.model.audio.margin_frames, seed=c.seed)
-    written = sync.write_results(result, f.workdir)
+                           margin_frames=c.model.audio.margin_frames, seed=c.seed, view=sync.bypass2_view(c))
+    written = sync.write_results(result, workdir)
     print(f"zero-shot sync accuracy on {c.data.eval_split}: {result['accuracy']:.1%} "
           f"(K={result['context_frames']}, {result['num_samples']} samples, chance {result['chance_accuracy']:.1%})")
     paths.update(sync_eval=written["json"], sync_plot=written["plot"])
   for name, path in paths.items():
     print(f"  {name + ':':13s} {os.path.abspath(path)}")
+  return paths
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  f = flags.FLAGS
+  if f.config is None:
+    raise flags.ValidationError("--config is required, e.g. --config=configs/pretrain.py:mu")
+  if f.distributed:
+    import jax
+    jax.distributed.initialize()
+  train_and_evaluate(f.config, f.workdir, f.eval)

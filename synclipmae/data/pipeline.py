@@ -83,8 +83,8 @@ class WindowLoader:
     }
     if self.patch_size:
       p = self.patch_size
-      out["face_patches"] = einops.reduce(face_mask.astype(np.float32), "t (h p) (w q) -> t (h w)", "mean",
-                                          p=p, q=p)
+      for name, mask in (("face_patches", face_mask), ("mouth_patches", out["mouth_mask"])):
+        out[name] = einops.reduce(mask.astype(np.float32), "t (h p) (w q) -> t (h w)", "mean", p=p, q=p)
     for key in self.labels:
       if key not in clip.labels:
         raise records.RecordError(f"clip {clip.clip_id!r} has no label {key!r}; it has {sorted(clip.labels)}")
@@ -105,7 +105,8 @@ def make_dataset(corpus: Corpus | str, split: str, *, batch_size: int, num_frame
     batch_size: per-process batch size.
     num_frames: frames per window (T); shorter clips are left out.
     seed: controls the order and the windows.
-    patch_size: if set, also yields "face_patches" [T, num_patches], the face fraction of each patch.
+    patch_size: if set, also yields "face_patches" and "mouth_patches" [T, num_patches], the fraction of each
+      patch inside the face / mouth mask.
     audio_margin_frames: audio context on each side of the window, in frames.
     labels: per-frame label names to include as "labels/<name>".
     shuffle: shuffle clips (each epoch differently).

@@ -3,7 +3,8 @@
 For each sample: a held-out clip, a known offset d* in [-max_offset, max_offset] frames, and the clip's audio
 shifted by d* (the waveform itself is shifted, then encoded). Each candidate offset d is scored by the cosine
 similarity of z_voc(t) and the audio token a'(t + d), averaged over K consecutive context frames; the prediction is
-the best-scoring d, correct if within +-1 frame of d*.
+the best-scoring d, correct if within +-1 frame of d*. z_voc is computed from the deterministic bypass-2 view
+(`bypass2_view`) when the caller passes one, as the pretraining commands do.
 
 Sign convention: a POSITIVE offset means the AUDIO LAGS the video (the sound of frame t is heard at frame t + d).
 Shifting the audio later by n frames is reported as +n.
@@ -19,11 +20,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import einops
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from synclipmae import masking
 from synclipmae.data.corpus import Corpus
 
 TOLERANCE_FRAMES = 1
@@ -80,19 +83,42 @@ def _plan(corpus: Corpus, split: str, num_samples: int, window: int, max_offset:
   return plan
 
 
+def bypass2_view(config) -> dict[str, Any]:
+  """The deterministic bypass-2 view of a pretraining config (`evaluate(view=...)`): z_voc is computed from the
+  K patches training kept most often (mouth region first, then face), not from all patches, which the encoder
+  never saw together during pretraining."""
+  return {"patch_size": config.model.patch_size, "mask_ratio": config.masking.mask_ratio,
+          "face_bias": config.masking.face_bias, "mouth_bias": config.masking.get("mouth_bias", 1.0)}
+
+
+def _view_keep(view: dict[str, Any] | None, clips_masks: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
+  """Kept-patch indices [N, K] of the deterministic bypass-2 view for (face, mouth) masks [T,H,W] per sample."""
+  if view is None:
+    return None
+  p = view["patch_size"]
+  face, mouth = (np.concatenate([m[i] for m in clips_masks]).astype(np.float32) for i in (0, 1))
+  fractions = [einops.reduce(m, "n (h p) (w q) -> n (h w)", "mean", p=p, q=p) for m in (face, mouth)]
+  num_keep = masking.num_kept(fractions[0].shape[1], view["mask_ratio"])
+  return np.asarray(masking.face_aware_keep(None, jnp.asarray(fractions[0]), num_keep, view["face_bias"],
+                                            jnp.asarray(fractions[1]), view["mouth_bias"]))
+
+
 def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_offset: int = 15,
              num_samples: int = 400, contexts: Sequence[int] = (1, 5, 15), batch_size: int = 16,
-             margin_frames: int = 2, seed: int = 0) -> dict[str, Any]:
-  """Runs the protocol; returns the summary dict written to sync_eval.json (plus raw curves under "_curves")."""
+             margin_frames: int = 2, seed: int = 0, view: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Runs the protocol; returns the summary dict written to sync_eval.json (plus raw curves under "_curves").
+
+  view: None encodes every patch of a frame; `bypass2_view(config)` encodes the view pretraining used for z_voc.
+  """
   contexts = sorted(set(contexts) | {context_frames})
   window = max(contexts) + 2 * max_offset
   plan = _plan(corpus, split, num_samples, window, max_offset, seed)
   graphdef, state = nnx.split(model)
 
   @jax.jit
-  def embed(state, frames, audio):
+  def embed(state, frames, keep, audio):
     m = nnx.merge(graphdef, state)
-    z_voc = m.encode_frames(frames)["z_voc"]
+    z_voc = m.encode_frames(frames, keep)["z_voc"]
     return z_voc, m.encode_audio(audio, window)
 
   results = {k: {"sims": [], "dists": []} for k in contexts}
@@ -100,14 +126,15 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
   for b in range(0, len(plan), batch_size):
     chunk = plan[b:b + batch_size]
     chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))  # Static shapes: pad the last batch.
-    frames, audio = [], []
+    frames, audio, masks = [], [], []
     for index, start, shift in chunk:
       clip = corpus.read(split, index)
       spf = int(clip.samples_per_frame)
       frames.append(clip.decode_frames(start, start + window))
+      masks.append((clip.face_masks[start:start + window], clip.mouth_masks[start:start + window]))
       audio.append(shifted_audio_window(clip.audio_float(), start, window, shift, margin_frames, spf))
     frames = np.concatenate(frames).astype(np.float32) / 255.0
-    z_voc, tokens = jax.device_get(embed(state, frames, np.stack(audio)))
+    z_voc, tokens = jax.device_get(embed(state, frames, _view_keep(view, masks), np.stack(audio)))
     z_voc = z_voc.reshape(batch_size, window, -1)
     for i in range(len(plan[b:b + batch_size])):
       offsets.append(chunk[i][2])

@@ -62,6 +62,9 @@ def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
     problems.append(f"model.patch_size={m.patch_size} does not divide model.image_size={m.image_size}")
   if not 0.0 <= config.masking.mask_ratio < 1.0:
     problems.append(f"masking.mask_ratio={config.masking.mask_ratio} must be in [0, 1)")
+  for name in ("face_bias", "mouth_bias"):
+    if not config.masking.get(name, 1.0) > 0:
+      problems.append(f"masking.{name}={config.masking.get(name)} must be > 0 (1 = no preference)")
   if config.data.num_frames < 2 and config.masking.identity_shuffle:
     problems.append("data.num_frames must be >= 2 for masking.identity_shuffle (z_id comes from another frame)")
   for name, weight in config.loss.items():

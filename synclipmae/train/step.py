@@ -88,7 +88,8 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
   k_uniform, k_face, k_jitter, k_identity = jax.random.split(key, 4)
   keep_uniform = masking.uniform_keep(k_uniform, n, num_patches, num_keep)
   keep_face = masking.face_aware_keep(k_face, batch["face_patches"].reshape(n, num_patches), num_keep,
-                                      config.masking.face_bias)
+                                      config.masking.face_bias, batch["mouth_patches"].reshape(n, num_patches),
+                                      config.masking.mouth_bias)
   if config.masking.identity_shuffle:
     id_source = masking.identity_sources(k_identity, b, t)
   else:
