@@ -10,7 +10,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "demo": ("synclipmae.commands.demo", "the main job: generate the synthetic corpus and preview it"),
+    "demo": ("synclipmae.commands.demo", "the main job: synthetic corpus, preview, pretrain mu, evaluate sync"),
     "pretrain": ("synclipmae.commands.pretrain", "pretrain SyncLipMAE (resumes from its workdir)"),
     "eval-sync": ("synclipmae.commands.eval_sync", "zero-shot AV-sync accuracy of a checkpoint"),
     "synth": ("data_pipelines.synthetic.generate", "generate the synthetic talking-face corpus"),

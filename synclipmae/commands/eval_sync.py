@@ -27,15 +27,11 @@ def main(argv: Sequence[str]) -> None:
   from synclipmae.eval import sync
   from synclipmae.train.checkpoint import load_model
   model, config, step = load_model(f.workdir, f.step)
-  split = f.split or config.data.eval_split
-  result = sync.evaluate(model, Corpus(f.data or config.data.dir), split,
-                         context_frames=f.context_frames or config.eval.context_frames,
-                         max_offset=config.eval.max_offset, num_samples=f.num_samples or config.eval.num_samples,
-                         margin_frames=config.model.audio.margin_frames, seed=config.seed,
-                         view=sync.bypass2_view(config))
+  result = sync.evaluate_config(model, Corpus(f.data or config.data.dir), config, split=f.split,
+                                context_frames=f.context_frames, num_samples=f.num_samples)
   result["checkpoint_step"] = step
   written = sync.write_results(result, f.out or f.workdir)
-  print(f"step {step}: zero-shot sync accuracy on {split}: {result['accuracy']:.1%} "
+  print(f"step {step}: zero-shot sync accuracy on {result['split']}: {result['accuracy']:.1%} "
         f"(K={result['context_frames']}, {result['num_samples']} samples, chance {result['chance_accuracy']:.1%}); "
         f"LSE-D {result['lse_d']:.3f}, LSE-C {result['lse_c']:.3f}")
   for name, path in written.items():

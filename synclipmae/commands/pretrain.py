@@ -44,12 +44,9 @@ def train_and_evaluate(config, workdir: str, evaluate: bool = True) -> dict[str,
            "metrics": os.path.abspath(run["metrics"])}
   if evaluate and jax.process_index() == 0:
     model = loop.model_from_state(run["graphdef"], run["state"])
-    c = config
-    result = sync.evaluate(model, run["corpus"], c.data.eval_split, context_frames=c.eval.context_frames,
-                           max_offset=c.eval.max_offset, num_samples=c.eval.num_samples,
-                           margin_frames=c.model.audio.margin_frames, seed=c.seed, view=sync.bypass2_view(c))
+    result = sync.evaluate_config(model, run["corpus"], config)
     written = sync.write_results(result, workdir)
-    print(f"zero-shot sync accuracy on {c.data.eval_split}: {result['accuracy']:.1%} "
+    print(f"zero-shot sync accuracy on {result['split']}: {result['accuracy']:.1%} "
           f"(K={result['context_frames']}, {result['num_samples']} samples, chance {result['chance_accuracy']:.1%})")
     paths.update(sync_eval=written["json"], sync_plot=written["plot"])
   for name, path in paths.items():

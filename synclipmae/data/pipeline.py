@@ -41,6 +41,10 @@ class _ClipSubset:
     return index, self._source[index]
 
 
+def patch_fractions(masks: np.ndarray, patch_size: int) -> np.ndarray:
+  """bool masks [T, H, W] -> float32 [T, num_patches]: the fraction of each patch (row-major) inside the mask."""
+  return einops.reduce(masks.astype(np.float32), "t (h p) (w q) -> t (h w)", "mean", p=patch_size, q=patch_size)
+
 @dataclasses.dataclass(frozen=True)
 class WindowLoader:
   """Parses a record and cuts a window of `num_frames` frames with the audio under them (a grain random map).
@@ -83,8 +87,8 @@ class WindowLoader:
     }
     if self.patch_size:
       p = self.patch_size
-      for name, mask in (("face_patches", face_mask), ("mouth_patches", out["mouth_mask"])):
-        out[name] = einops.reduce(mask.astype(np.float32), "t (h p) (w q) -> t (h w)", "mean", p=p, q=p)
+      out["face_patches"] = patch_fractions(face_mask, p)
+      out["mouth_patches"] = patch_fractions(out["mouth_mask"], p)
     for key in self.labels:
       if key not in clip.labels:
         raise records.RecordError(f"clip {clip.clip_id!r} has no label {key!r}; it has {sorted(clip.labels)}")

@@ -20,13 +20,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import einops
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from synclipmae import masking
+from synclipmae.data import pipeline
 from synclipmae.data.corpus import Corpus
 
 TOLERANCE_FRAMES = 1
@@ -95,9 +95,8 @@ def _view_keep(view: dict[str, Any] | None, clips_masks: list[tuple[np.ndarray, 
   """Kept-patch indices [N, K] of the deterministic bypass-2 view for (face, mouth) masks [T,H,W] per sample."""
   if view is None:
     return None
-  p = view["patch_size"]
-  face, mouth = (np.concatenate([m[i] for m in clips_masks]).astype(np.float32) for i in (0, 1))
-  fractions = [einops.reduce(m, "n (h p) (w q) -> n (h w)", "mean", p=p, q=p) for m in (face, mouth)]
+  fractions = [pipeline.patch_fractions(np.concatenate([m[i] for m in clips_masks]), view["patch_size"])
+               for i in (0, 1)]
   num_keep = masking.num_kept(fractions[0].shape[1], view["mask_ratio"])
   return np.asarray(masking.face_aware_keep(None, jnp.asarray(fractions[0]), num_keep, view["face_bias"],
                                             jnp.asarray(fractions[1]), view["mouth_bias"]))
@@ -177,6 +176,16 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
                   "examples": [(int(t), s.tolist()) for t, s in zip(truth[:4], sims[:4])],
                   "candidates": candidates.tolist(), "predicted": predicted.tolist(), "truth": truth.tolist()},
   }
+
+
+def evaluate_config(model, corpus: Corpus, config, *, split: str | None = None, context_frames: int | None = None,
+                    num_samples: int | None = None) -> dict[str, Any]:
+  """`evaluate` with the settings of a pretraining config (eval section, audio margin, seed, bypass-2 view);
+  the keyword arguments override the config's."""
+  return evaluate(model, corpus, split or config.data.eval_split,
+                  context_frames=context_frames or config.eval.context_frames, max_offset=config.eval.max_offset,
+                  num_samples=num_samples or config.eval.num_samples,
+                  margin_frames=config.model.audio.margin_frames, seed=config.seed, view=bypass2_view(config))
 
 
 def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, str]:
