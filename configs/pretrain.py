@@ -93,6 +93,11 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       "checkpoint_every": 250 if small else 2000,
       "keep_checkpoints": 3,
   })
+  config.init = ml_collections.ConfigDict({
+      # A pretrained ViT / MAE / Sapiens checkpoint (file or Hugging Face directory) for the frame encoder's
+      # backbone; the prompt tokens and factor heads stay freshly initialised. Empty: train from scratch.
+      "encoder": "",
+  })
   config.mesh = ml_collections.ConfigDict({
       "data": -1,  # -1: all devices not used by the other axes.
       "fsdp": 1,  # Parameters and optimiser state sharded over this axis (ZeRO-3 style).

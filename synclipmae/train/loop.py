@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from synclipmae import pretrained
 from synclipmae.data import pipeline
 from synclipmae.data.corpus import CORPUS_FILE, Corpus
 from synclipmae.train import sharding
@@ -109,6 +110,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     print(f"resumed from {checkpoints.directory} at step {int(state.step)}")
   else:
     state = jax.jit(lambda: init_state(config)[1], out_shardings=shardings)()
+    state = _with_pretrained_weights(graphdef, state, config, shardings)
   step_fn = jit_train_step(graphdef, config, shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh))
 
   stop = {"signal": None}
@@ -157,6 +159,19 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   print(f"trained to step {step} in {time.time() - start:.0f} s")
   return {"state": state, "graphdef": graphdef, "corpus": corpus, "checkpoints": checkpoints.directory,
           "metrics": writer.jsonl_path, "tensorboard": writer.tensorboard_dir}
+
+
+def _with_pretrained_weights(graphdef: nnx.GraphDef, state: TrainState, config: ml_collections.ConfigDict,
+                             shardings: Any) -> TrainState:
+  """The fresh state with the pretrained parts the config names loaded in (the optimiser state is unchanged:
+  AdamW's initial moments do not depend on the parameter values)."""
+  model = model_from_state(graphdef, state)
+  loaded = pretrained.load_pretrained(model, config)
+  if not loaded:
+    return state
+  print("loaded pretrained weights:", "; ".join(loaded))
+  _, params, frozen = nnx.split(model, model.trainable_filter(), ...)
+  return jax.device_put(state.replace(params=params, frozen=frozen), shardings)
 
 
 def model_from_state(graphdef: nnx.GraphDef, state: TrainState):
