@@ -12,8 +12,11 @@ import sys
 COMMANDS = {
     "demo": ("synclipmae.commands.demo", "the main job: synthetic corpus, preview, pretrain mu, evaluate sync"),
     "pretrain": ("synclipmae.commands.pretrain", "pretrain SyncLipMAE (resumes from its workdir)"),
+    "precompute-audio": ("synclipmae.commands.precompute_audio", "store the frozen audio encoder's features of a "
+                         "corpus (wav2vec 2.0)"),
     "eval-sync": ("synclipmae.commands.eval_sync", "zero-shot AV-sync accuracy of a checkpoint"),
     "synth": ("data_pipelines.synthetic.generate", "generate the synthetic talking-face corpus"),
+    "prep": ("synclipmae.commands.prep", "real talking-face videos -> aligned face-crop clip records"),
     "preview": ("data_pipelines.preview", "contact sheet PNG + mp4 with audio of clips in a corpus"),
 }
 
