@@ -35,15 +35,29 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
       "image_size": image,
       "patch_size": patch,
       "prompt_dim": prompt,  # Width of z_id, z_voc, z_amb and the audio tokens.
-      "encoder": {"width": width, "depth": depth, "num_heads": heads, "mlp_ratio": 4.0},
+      "encoder": {"width": width, "depth": depth, "num_heads": heads, "mlp_ratio": 4.0,
+                  # For pretrained backbones (config.init.encoder): "sincos" (fixed, no state) | "learned" (a
+                  # trained table, loaded from the checkpoint); and a CLS token kept from a MAE / ViT checkpoint.
+                  "pos_embed": "sincos", "cls_token": False},
       "decoder": {"width": dwidth, "depth": ddepth, "num_heads": dheads, "mlp_ratio": 4.0},
       "audio": {
-          "encoder": "logmel",  # "logmel" (trainable conv stack on log-mel) | "wav2vec2" (frozen; issue 4).
+          # "logmel" (trainable conv stack on log-mel; mu, tiny) | "wav2vec2" (frozen, pretrained; small+).
+          "encoder": "logmel" if variant in ("mu", "tiny") else "wav2vec2",
           "sample_rate": 16000,
           "fps": 25.0,
           "margin_frames": 2,  # Audio context on each side of the video window (the pipeline provides it).
           "window_frames": 2,  # The adapter reads features of frames t-2..t+2 for frame t.
           "logmel": {"num_mels": 80, "width": awidth, "depth": 3},
+          "wav2vec2": {
+              # A Hugging Face wav2vec 2.0 checkpoint directory (config.json + model.safetensors), loaded before
+              # the first step. Required for training unless allow_random (random-weight smoke tests only).
+              "path": "",
+              "allow_random": False,
+              "geometry": "base",  # base | large | test (synclipmae/models/wav2vec2.py); must match the checkpoint.
+              "layers": (),  # Hidden states the adapter reads (0 = encoder input ... 12 = last); () = all L+1.
+              "normalize": True,  # Zero-mean unit-variance waveform per window (HF do_normalize; the released
+                                  # base and large checkpoints expect it).
+          },
           "adapter_hidden": 2 * prompt,
       },
   })
@@ -63,18 +77,25 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       "num_frames": 16,  # T: frames per clip window; the global batch has batch_size * T frames.
       "batch_size": 8 if small else 64,  # Global batch size in clips (split across processes).
       "num_workers": 0,  # Grain worker processes per host.
+      # Precomputed frozen audio-encoder features (`synclipmae precompute-audio`); "": run the encoder per step.
+      "audio_features": "",
   })
   config.masking = ml_collections.ConfigDict({
       "mask_ratio": 0.75,  # Both bypasses keep round(P * 0.25) patches.
       "face_bias": 8.0,  # Bypass 2: a face patch is this many times likelier to be kept than background,
       "mouth_bias": 100.0,  # and a mouth-region patch this much more (see synclipmae/masking.py).
       "identity_shuffle": True,  # z_id for frame t comes from another frame of the same clip.
+      # z_amb for frame t comes from frame t +- s, s uniform in [min, max] (0 max: from frame t itself). Pose and
+      # expression change slowly, the mouth every frame: the decoder must take the mouth from z_voc / audio.
+      "ambient_min_shift": 0,
+      "ambient_max_shift": 0,
       "jitter": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1, "grayscale_p": 0.2},
   })
   config.loss = ml_collections.ConfigDict({
       "rec_video": 1.0,
       "rec_audio": 1.0,
       "con": 2.0 if small else 0.5,  # lambda_con: InfoNCE between z_voc and the audio tokens.
+      "con_clip": 0.0,  # The same InfoNCE with negatives from the same clip only (other times: the sync task).
       "xcov": 0.05,  # lambda_xcov: decorrelation of z_id, z_voc, z_amb.
       "norm_pix": True,
       "neighbour_frames": 2,  # Same-clip frames with 0 < |dt| <= this are not negatives.
@@ -96,6 +117,13 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
   config.init = ml_collections.ConfigDict({
       # A pretrained ViT / MAE / Sapiens checkpoint (file or Hugging Face directory) for the frame encoder's
       # backbone; the prompt tokens and factor heads stay freshly initialised. Empty: train from scratch.
+      # Width, depth and patch size must match the variant's (an error names the tensor and the flag). A checkpoint
+      # with a position table (HF ViTMAE, MAE, Sapiens) needs --config.model.encoder.pos_embed=learned; the table
+      # is resized bicubically to the crop's patch grid. Its CLS token is dropped unless
+      # --config.model.encoder.cls_token=True (then kept, first in the sequence). Nothing is switched silently:
+      # the error says which flag to set. Layouts: synclipmae/pretrained/vit.py. E.g. Sapiens-0.3B into `large`:
+      #   --config=configs/pretrain.py:large --config.init.encoder=sapiens_0.3b_epoch_1600_clean.pth
+      #   --config.model.encoder.pos_embed=learned
       "encoder": "",
   })
   config.mesh = ml_collections.ConfigDict({

@@ -4,7 +4,7 @@
 
 * `reconstruction_loss` — MAE pixel loss on the masked patches of the clean frame.
 * `info_nce` — symmetric InfoNCE between `z_voc` and the audio token over every frame of the global batch, with
-  temporally adjacent frames of the same clip removed from the negatives.
+  temporally adjacent frames of the same clip removed from the negatives; optionally within each clip only.
 * `cross_covariance_loss` — pushes the batch cross-correlation between prompt tokens towards zero so `z_id`,
   `z_voc` and `z_amb` carry different information.
 * `total_loss` — the weighted sum, failing loudly on a term without a weight.
@@ -63,12 +63,17 @@ def neighbour_exclusion(clip_ids: jax.Array, frame_ids: jax.Array, neighbour_fra
 
 
 def info_nce(video: jax.Array, audio: jax.Array, clip_ids: jax.Array, frame_ids: jax.Array,
-             logit_scale: jax.Array, neighbour_frames: int) -> tuple[jax.Array, dict[str, jax.Array]]:
+             logit_scale: jax.Array, neighbour_frames: int, same_clip_only: bool = False
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Symmetric InfoNCE between the video (`z_voc`) and audio tokens of N frames; positives on the diagonal.
 
   logits = cos(video_i, audio_j) * min(exp(logit_scale), 100); cross-entropy video->audio (rows) and
   audio->video (columns), averaged. Same-clip neighbours (`neighbour_exclusion`) are removed from the negatives.
   It is one [N, N] matrix product over the whole global batch, so every frame is a negative for every other.
+
+  With `same_clip_only` the negatives are only the other (non-neighbour) times of the same clip: the decision
+  sync detection makes (which offset of this speaker's own audio?). Frames of other clips are easy negatives
+  (another voice, another face) that the global loss mostly spends its gradient on.
 
   Args:
     video, audio: [N, D] tokens of the same N frames, in the same order.
@@ -76,13 +81,17 @@ def info_nce(video: jax.Array, audio: jax.Array, clip_ids: jax.Array, frame_ids:
     frame_ids: int [N] the frame's time index within its clip.
     logit_scale: scalar, log of the inverse temperature (learnable; init log(1/0.07)).
     neighbour_frames: k, the exclusion radius in frames (Python int).
+    same_clip_only: take the negatives from the same clip only (Python bool).
   Returns:
     (loss, metrics) with metrics "con_acc_v2a", "con_acc_a2v" (top-1 retrieval of the right partner among the
     same candidates the loss uses) and "temperature" (1 / the clamped scale).
   """
   scale = jnp.minimum(jnp.exp(logit_scale.astype(jnp.float32)), MAX_LOGIT_SCALE)
   logits = scale * (_l2_normalize(video.astype(jnp.float32)) @ _l2_normalize(audio.astype(jnp.float32)).T)
-  logits = jnp.where(neighbour_exclusion(clip_ids, frame_ids, neighbour_frames), -jnp.inf, logits)
+  excluded = neighbour_exclusion(clip_ids, frame_ids, neighbour_frames)
+  if same_clip_only:
+    excluded = excluded | (clip_ids[:, None] != clip_ids[None, :])
+  logits = jnp.where(excluded, -jnp.inf, logits)
   positives = jnp.diagonal(logits)
   loss_v2a = jnp.mean(jax.nn.logsumexp(logits, axis=1) - positives)
   loss_a2v = jnp.mean(jax.nn.logsumexp(logits, axis=0) - positives)

@@ -214,3 +214,26 @@ def identity_sources(key: jax.Array, batch: int, num_frames: int) -> jax.Array:
   offset = jax.random.randint(key, (batch, num_frames), 1, num_frames, dtype=jnp.int32)
   source = jnp.arange(batch, dtype=jnp.int32)[:, None] * num_frames + jnp.mod(t + offset, num_frames)
   return source.reshape(-1)
+
+
+def ambient_sources(key: jax.Array, batch: int, num_frames: int, min_shift: int, max_shift: int) -> jax.Array:
+  """For frame n = b*T + t, the flat index b*T + t' whose `z_amb` conditions its decoding: |t' - t| is uniform in
+  [min_shift, max_shift], the direction random (flipped where it would leave the clip window).
+
+  Why: z_amb of the frame itself sees the frame's own mouth, so the decoder can take the mouth from z_amb and the
+  driving token (z_voc, or the audio token) is left no work. A frame a few frames away has nearly the same pose,
+  blink state and expression, which change slowly, but another mouth, which changes every frame: the mouth must
+  then come from the driving token, which gives z_voc and the audio tokens a dense reconstruction signal.
+  Needs num_frames > max_shift >= min_shift >= 1. Returns int32 [batch * num_frames].
+  """
+  if not 1 <= min_shift <= max_shift < num_frames:
+    raise ValueError(f"ambient shift range [{min_shift}, {max_shift}] needs 1 <= min <= max < num_frames "
+                     f"({num_frames})")
+  k_size, k_sign = jax.random.split(key)
+  t = jnp.arange(num_frames, dtype=jnp.int32)[None, :]
+  size = jax.random.randint(k_size, (batch, num_frames), min_shift, max_shift + 1, dtype=jnp.int32)
+  sign = jnp.where(jax.random.bernoulli(k_sign, 0.5, (batch, num_frames)), 1, -1)
+  target = t + sign * size
+  target = jnp.where((target < 0) | (target >= num_frames), t - sign * size, target)
+  target = jnp.clip(target, 0, num_frames - 1)  # Only when neither direction fits (T < 2 * max_shift + 1).
+  return (jnp.arange(batch, dtype=jnp.int32)[:, None] * num_frames + target).reshape(-1)

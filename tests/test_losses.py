@@ -9,10 +9,10 @@ import pytest
 
 from synclipmae import losses
 
-_info_nce = jax.jit(losses.info_nce, static_argnums=5)
+_info_nce = jax.jit(losses.info_nce, static_argnums=(5, 6))
 
 
-def _info_nce_reference(video, audio, clip_ids, frame_ids, logit_scale, k):
+def _info_nce_reference(video, audio, clip_ids, frame_ids, logit_scale, k, same_clip_only=False):
   """InfoNCE with neighbour exclusion written out with explicit loops (float64)."""
   n = video.shape[0]
   v = video / np.linalg.norm(video, axis=1, keepdims=True)
@@ -22,6 +22,8 @@ def _info_nce_reference(video, audio, clip_ids, frame_ids, logit_scale, k):
   def candidate(i, j):  # may j be used as a negative for i (or is it the positive)?
     if i == j:
       return True
+    if same_clip_only and clip_ids[i] != clip_ids[j]:
+      return False
     return not (clip_ids[i] == clip_ids[j] and abs(frame_ids[i] - frame_ids[j]) <= k)
 
   loss_v2a = loss_a2v = 0.0
@@ -77,8 +79,8 @@ def test_reconstruction_norm_pix_reference():
 
 # ----------------------------------------------------------------------------------------------------- InfoNCE
 
-@pytest.mark.parametrize("k", [0, 1, 2])
-def test_info_nce_matches_reference(k):
+@pytest.mark.parametrize("k,same_clip_only", [(0, False), (1, False), (2, False), (1, True)])
+def test_info_nce_matches_reference(k, same_clip_only):
   rng = np.random.default_rng(k)
   clip_ids, frame_ids = _clips(num_clips=3, num_frames=5)
   n = len(clip_ids)
@@ -88,13 +90,17 @@ def test_info_nce_matches_reference(k):
   audio = video + rng.normal(size=(n, 8))  # partly aligned, so the accuracies are not trivially 0 or 1
   scale = math.log(1 / 0.07)
   loss, metrics = _info_nce(jnp.asarray(video, jnp.float32), jnp.asarray(audio, jnp.float32), clip_ids,
-                            frame_ids, jnp.float32(scale), k)
-  ref_loss, ref_v2a, ref_a2v = _info_nce_reference(video, audio, clip_ids, frame_ids, scale, k)
+                            frame_ids, jnp.float32(scale), k, same_clip_only)
+  ref_loss, ref_v2a, ref_a2v = _info_nce_reference(video, audio, clip_ids, frame_ids, scale, k, same_clip_only)
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-4)
   np.testing.assert_allclose(metrics["con_acc_v2a"], ref_v2a, atol=1e-6)
   np.testing.assert_allclose(metrics["con_acc_a2v"], ref_a2v, atol=1e-6)
   np.testing.assert_allclose(metrics["temperature"], 0.07, rtol=1e-5)
-  if k > 0:  # exclusion matters: the same inputs without it give a different value
+  if same_clip_only:  # a subset of the global negatives: a lower loss
+    everything, _ = _info_nce(jnp.asarray(video, jnp.float32), jnp.asarray(audio, jnp.float32), clip_ids,
+                              frame_ids, jnp.float32(scale), k, False)
+    assert float(loss) < float(everything)
+  elif k > 0:  # exclusion matters: the same inputs without it give a different value
     no_exclusion, _ = _info_nce(jnp.asarray(video, jnp.float32), jnp.asarray(audio, jnp.float32), clip_ids,
                                 frame_ids, jnp.float32(scale), 0)
     assert abs(float(no_exclusion) - float(loss)) > 1e-3

@@ -15,6 +15,7 @@ _uniform_keep = jax.jit(masking.uniform_keep, static_argnums=(1, 2, 3))
 _face_aware_keep = jax.jit(masking.face_aware_keep, static_argnums=2)  # face_bias traced
 _keep_to_mask = jax.jit(masking.keep_to_mask, static_argnums=1)
 _identity_sources = jax.jit(masking.identity_sources, static_argnums=(1, 2))
+_ambient_sources = jax.jit(masking.ambient_sources, static_argnums=(1, 2, 3, 4))
 _patchify = jax.jit(masking.patchify, static_argnums=1)
 _unpatchify = jax.jit(masking.unpatchify, static_argnums=(1, 2, 3))
 _jitter = jax.jit(masking.photometric_jitter,
@@ -248,6 +249,25 @@ def test_identity_sources():
   a = _identity_sources(jax.random.key(0), 8, 4)
   np.testing.assert_array_equal(a, _identity_sources(jax.random.key(0), 8, 4))
   assert not np.array_equal(a, _identity_sources(jax.random.key(1), 8, 4))
+
+
+def test_ambient_sources_shift_within_the_clip():
+  batch, t, lo, hi = 4, 16, 3, 6
+  n = np.arange(batch * t)
+  shifts = []
+  for seed in range(20):
+    src = np.asarray(_ambient_sources(jax.random.key(seed), batch, t, lo, hi))
+    assert src.shape == (batch * t,) and src.dtype == np.int32
+    assert np.all(src // t == n // t), "z_amb must come from the same clip"
+    shifts.append(src - n)
+  shifts = np.concatenate(shifts)
+  assert lo <= np.abs(shifts).min() and np.abs(shifts).max() <= hi  # even at the clip's ends (direction flipped)
+  assert set(np.unique(np.abs(shifts))) == set(range(lo, hi + 1))
+  assert (shifts > 0).any() and (shifts < 0).any()
+  np.testing.assert_array_equal(_ambient_sources(jax.random.key(0), batch, t, lo, hi),
+                                _ambient_sources(jax.random.key(0), batch, t, lo, hi))
+  with pytest.raises(ValueError, match="ambient shift range"):
+    masking.ambient_sources(jax.random.key(0), batch, 4, 3, 6)
 
 
 def test_identity_sources_uniform_over_other_frames():

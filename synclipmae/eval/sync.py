@@ -91,15 +91,15 @@ def bypass2_view(config) -> dict[str, Any]:
           "face_bias": config.masking.face_bias, "mouth_bias": config.masking.get("mouth_bias", 1.0)}
 
 
-def _view_keep(view: dict[str, Any] | None, clips_masks: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
-  """Kept-patch indices [N, K] of the deterministic bypass-2 view for (face, mouth) masks [T,H,W] per sample."""
+def view_keep(view: dict[str, Any] | None, face_masks: np.ndarray, mouth_masks: np.ndarray) -> np.ndarray | None:
+  """Kept-patch indices [T, K] of the deterministic bypass-2 view for face / mouth masks [T, H, W] (None: every
+  patch). Pass them to `model.encode_frames(frames, keep)` to get the z_voc evaluation and notebooks use."""
   if view is None:
     return None
-  fractions = [pipeline.patch_fractions(np.concatenate([m[i] for m in clips_masks]), view["patch_size"])
-               for i in (0, 1)]
-  num_keep = masking.num_kept(fractions[0].shape[1], view["mask_ratio"])
-  return np.asarray(masking.face_aware_keep(None, jnp.asarray(fractions[0]), num_keep, view["face_bias"],
-                                            jnp.asarray(fractions[1]), view["mouth_bias"]))
+  face, mouth = (pipeline.patch_fractions(m, view["patch_size"]) for m in (face_masks, mouth_masks))
+  num_keep = masking.num_kept(face.shape[1], view["mask_ratio"])
+  return np.asarray(masking.face_aware_keep(None, jnp.asarray(face), num_keep, view["face_bias"],
+                                            jnp.asarray(mouth), view["mouth_bias"]))
 
 
 def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_offset: int = 15,
@@ -133,7 +133,8 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
       masks.append((clip.face_masks[start:start + window], clip.mouth_masks[start:start + window]))
       audio.append(shifted_audio_window(clip.audio_float(), start, window, shift, margin_frames, spf))
     frames = np.concatenate(frames).astype(np.float32) / 255.0
-    z_voc, tokens = jax.device_get(embed(state, frames, _view_keep(view, masks), np.stack(audio)))
+    keep = view_keep(view, *(np.concatenate([m[i] for m in masks]) for i in (0, 1)))
+    z_voc, tokens = jax.device_get(embed(state, frames, keep, np.stack(audio)))
     z_voc = z_voc.reshape(batch_size, window, -1)
     for i in range(len(plan[b:b + batch_size])):
       offsets.append(chunk[i][2])

@@ -80,6 +80,21 @@ class SyncLipMAE(nnx.Module):
                        f"(it must cover num_frames + 2*{self.audio_adapter.margin} video frames of 640 samples)")
     return tokens
 
+  def audio_frame_features(self, audio: jax.Array) -> jax.Array:
+    """audio [B, V * 640] -> the frozen encoder's per-video-frame features [B, V, L, C] (what gets precomputed)."""
+    return jax.lax.stop_gradient(self.audio_adapter.pool(self.audio_encoder(audio)))
+
+  def encode_audio_features(self, features: jax.Array, num_frames: int) -> jax.Array:
+    """Precomputed per-video-frame features [B, T + 2*margin, L, C] -> audio tokens [B, T, Dp]."""
+    if not self.audio_encoder.frozen:
+      raise ValueError("precomputed audio features need a frozen audio encoder (model.audio.encoder='wav2vec2'); "
+                       f"{type(self.audio_encoder).__name__} is trained with the model")
+    tokens = self.audio_adapter.from_pooled(features)
+    if tokens.shape[1] != num_frames:
+      raise ValueError(f"audio features of {features.shape[1]} frames give {tokens.shape[1]} tokens, expected "
+                       f"{num_frames} (they must cover num_frames + 2*{self.audio_adapter.margin} video frames)")
+    return tokens
+
   def decode(self, patches: jax.Array, keep: jax.Array, cond: jax.Array) -> jax.Array:
     """patches [M,K,E], keep [M,K], cond [M,3,Dp] (identity, ambient, driving) -> pixels [M, P, p*p*3]."""
     return self.decoder(patches, keep, cond)
@@ -88,7 +103,8 @@ class SyncLipMAE(nnx.Module):
     """One training forward pass; see the module docstring for the layout of N.
 
     inputs: "frames", "frames_jittered" [N,H,W,3]; "keep_uniform", "keep_face" int32 [N,K];
-    "audio" [B, (T + 2*margin) * 640]; "id_source" int32 [N] (the frame whose z_id conditions frame n).
+    "audio" [B, (T + 2*margin) * 640] or "audio_features" [B, T + 2*margin, L, C] (precomputed); "id_source" int32 [N] (the frame whose z_id conditions frame n);
+    optional "amb_source" int32 [N] (the frame whose z_amb conditions frame n; default: frame n itself).
     """
     n = inputs["frames"].shape[0]
     # Both bypasses in one encoder call: 1 = clean frames, uniform mask; 2 = jittered frames, face-aware mask.
@@ -97,14 +113,19 @@ class SyncLipMAE(nnx.Module):
     z_id, patches = enc["z_id"][:n], enc["patches"][:n]
     z_voc, z_amb = enc["z_voc"][n:], enc["z_amb"][n:]
 
-    audio_tokens = self.encode_audio(inputs["audio"], num_frames).reshape(n, -1)
+    if "audio_features" in inputs:  # Precomputed by the frozen encoder (synclipmae.data.audio_features).
+      audio_tokens = self.encode_audio_features(inputs["audio_features"], num_frames).reshape(n, -1)
+    else:
+      audio_tokens = self.encode_audio(inputs["audio"], num_frames).reshape(n, -1)
     z_id_cond = z_id[inputs["id_source"]]
+    z_amb_cond = z_amb[inputs["amb_source"]] if "amb_source" in inputs else z_amb
 
     # Both reconstructions in one decoder call: driving token z_voc (video-driven), then a (audio-driven).
-    cond = jnp.concatenate([jnp.stack([z_id_cond, z_amb, z_voc], axis=1),
-                            jnp.stack([z_id_cond, z_amb, audio_tokens], axis=1)])
+    cond = jnp.concatenate([jnp.stack([z_id_cond, z_amb_cond, z_voc], axis=1),
+                            jnp.stack([z_id_cond, z_amb_cond, audio_tokens], axis=1)])
     keep = inputs["keep_uniform"]
     recon = self.decoder(jnp.concatenate([patches, patches]), jnp.concatenate([keep, keep]), cond)
     return {"z_id": z_id, "z_voc": z_voc, "z_amb": z_amb, "audio_tokens": audio_tokens, "z_id_cond": z_id_cond,
+            "z_amb_cond": z_amb_cond,
             "patches_uniform": patches, "recon_video": recon[:n], "recon_audio": recon[n:],
             "logit_scale": self.logit_scale[...]}

@@ -68,12 +68,27 @@ def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
       problems.append(f"masking.{name}={config.masking.get(name)} must be > 0 (1 = no preference)")
   if config.data.num_frames < 2 and config.masking.identity_shuffle:
     problems.append("data.num_frames must be >= 2 for masking.identity_shuffle (z_id comes from another frame)")
+  lo, hi = config.masking.get("ambient_min_shift", 0), config.masking.get("ambient_max_shift", 0)
+  if hi and not 1 <= lo <= hi < config.data.num_frames:
+    problems.append(f"masking.ambient_min_shift={lo} / ambient_max_shift={hi}: need 1 <= min <= max < "
+                    f"data.num_frames={config.data.num_frames} (max 0 turns the shift off)")
   for name, weight in config.loss.items():
-    if name in ("rec_video", "rec_audio", "con", "xcov") and not weight >= 0:
+    if name in ("rec_video", "rec_audio", "con", "con_clip", "xcov") and not weight >= 0:
       problems.append(f"loss.{name}={weight} must be a non-negative weight")
   if m.audio.window_frames > m.audio.margin_frames:
     problems.append(f"model.audio.window_frames={m.audio.window_frames} needs margin_frames >= it "
                     f"(got {m.audio.margin_frames})")
+  if m.audio.encoder == "wav2vec2" and not m.audio.wav2vec2.path and not m.audio.wav2vec2.get("allow_random"):
+    problems.append("model.audio.encoder='wav2vec2' needs model.audio.wav2vec2.path (a Hugging Face wav2vec 2.0 "
+                    "checkpoint directory: config.json + model.safetensors); set model.audio.wav2vec2.allow_random="
+                    "True only for a random-weight smoke test")
+  if config.data.get("audio_features"):
+    from synclipmae.data import audio_features
+    try:
+      audio_features.AudioFeatures(config.data.audio_features).check(audio_features.describe(config), corpus,
+                                                                     config.data.train_split)
+    except audio_features.AudioFeaturesError as e:
+      problems.append(f"data.audio_features: {e}")
   if problems:
     raise ValueError("invalid config: " + "; ".join(problems))
 
@@ -98,7 +113,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   local_batch = sharding.batch_size_per_process(config.data.batch_size, mesh)
   dataset = pipeline.make_dataset(
       corpus, config.data.train_split, batch_size=local_batch, num_frames=config.data.num_frames,
-      seed=config.seed, patch_size=config.model.patch_size, audio_margin_frames=config.model.audio.margin_frames)
+      seed=config.seed, patch_size=config.model.patch_size, audio_margin_frames=config.model.audio.margin_frames,
+      audio_features=config.data.get("audio_features") or None)
   iterator = pipeline.make_iterator(dataset, num_workers=config.data.num_workers)
 
   graphdef, abstract, shardings = abstract_train_state(config, mesh)

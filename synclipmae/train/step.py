@@ -85,7 +85,7 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
   num_patches = (h // p) * (w // p)
   num_keep = masking.num_kept(num_patches, config.masking.mask_ratio)
   frames = video.reshape(n, h, w, 3).astype(jnp.float32) / 255.0
-  k_uniform, k_face, k_jitter, k_identity = jax.random.split(key, 4)
+  k_uniform, k_face, k_jitter, k_identity, k_ambient = jax.random.split(key, 5)
   keep_uniform = masking.uniform_keep(k_uniform, n, num_patches, num_keep)
   keep_face = masking.face_aware_keep(k_face, batch["face_patches"].reshape(n, num_patches), num_keep,
                                       config.masking.face_bias, batch["mouth_patches"].reshape(n, num_patches),
@@ -94,13 +94,19 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
     id_source = masking.identity_sources(k_identity, b, t)
   else:
     id_source = jnp.arange(n, dtype=jnp.int32)
+  if config.masking.get("ambient_max_shift", 0):
+    amb_source = masking.ambient_sources(k_ambient, b, t, config.masking.ambient_min_shift,
+                                         config.masking.ambient_max_shift)
+  else:
+    amb_source = jnp.arange(n, dtype=jnp.int32)
   inputs = {
       "frames": frames,
       "frames_jittered": masking.photometric_jitter(k_jitter, frames, **config.masking.jitter),
       "keep_uniform": keep_uniform,
       "keep_face": keep_face,
-      "audio": batch["audio"],
+      **({"audio_features": batch["audio_features"]} if "audio_features" in batch else {"audio": batch["audio"]}),
       "id_source": id_source,
+      "amb_source": amb_source,
   }
   aux = {
       "target": masking.patchify(frames, p),
@@ -121,6 +127,9 @@ def compute_losses(out: dict[str, jax.Array], aux: dict[str, jax.Array], config:
   }
   terms["con"], con_metrics = losses.info_nce(out["z_voc"], out["audio_tokens"], aux["clip_ids"],
                                               aux["frame_ids"], out["logit_scale"], config.loss.neighbour_frames)
+  if config.loss.get("con_clip", 0):
+    terms["con_clip"], _ = losses.info_nce(out["z_voc"], out["audio_tokens"], aux["clip_ids"], aux["frame_ids"],
+                                           out["logit_scale"], config.loss.neighbour_frames, same_clip_only=True)
   terms["xcov"] = losses.cross_covariance_loss([out["z_id"], out["z_voc"], out["z_amb"]])
   weights = {k: config.loss[k] for k in terms}
   total = losses.total_loss(terms, weights)
