@@ -7,6 +7,7 @@ and defines its flags, so flag names never collide and start-up stays fast. `syn
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -27,6 +28,12 @@ def _usage() -> str:
   return "usage: synclipmae <command> [--flags]\n\ncommands:\n" + "\n".join(lines) + "\n"
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+  """Errors that report bad input or a bad config (a ValueError, or the corpus reader's error), not a bug."""
+  from synclipmae.data.corpus import CorpusError
+  return (ValueError, FileNotFoundError, CorpusError)
+
+
 def main(argv: list[str] | None = None) -> None:
   argv = list(sys.argv if argv is None else argv)
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
@@ -43,7 +50,13 @@ def main(argv: list[str] | None = None) -> None:
   def run(args):
     if not flags.FLAGS["verbosity"].present:  # orbax and grain log every file operation at INFO.
       logging.set_verbosity(logging.WARNING)
-    return module.main(args)
+    try:
+      return module.main(args)
+    except _user_errors() as e:  # Bad input or config: its message names the input and the problem; no traceback.
+      if flags.FLAGS["verbosity"].present or os.environ.get("SYNCLIPMAE_TRACEBACK"):
+        raise
+      sys.stderr.write(f"synclipmae {command}: error: {e}\n(set SYNCLIPMAE_TRACEBACK=1 for the traceback)\n")
+      sys.exit(2)
 
   app.run(run, argv=[f"synclipmae {command}", *argv[2:]])
 

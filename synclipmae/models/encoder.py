@@ -6,6 +6,16 @@ vocal, ambient) are appended to the visible patch tokens; their outputs pass thr
 
 Each frame is its own sequence, so a frame's outputs never depend on other frames of the batch, and masked
 patches are dropped before the transformer (MAE), so they cannot influence anything.
+
+Two options exist for starting from a pretrained ViT / MAE / Sapiens (synclipmae/pretrained/vit.py); the defaults
+keep the design above:
+  encoder.pos_embed  "sincos" (default): the fixed 2-D sin-cos table, a compile-time constant, no state.
+                     "learned": an nnx.Param [P, E] for the config's patch grid, initialised from the sin-cos table,
+                     so a checkpoint's learned (or differently ordered sin-cos) table can be loaded and trained. At
+                     another input size it is resized bicubically on the fly (`vit.resize_pos_embed`).
+  encoder.cls_token  False (default). True: one learned token, first in the sequence, as in MAE / ViT checkpoints;
+                     it carries no position embedding of its own (a checkpoint's CLS position row is folded into it
+                     on loading), stays in the sequence in training, and is returned only by `backbone`.
 """
 
 from __future__ import annotations
@@ -49,6 +59,15 @@ class FrameEncoder(nnx.Module):
     self.head_voc = FactorHead(e.width, cfg.prompt_dim, rngs=rngs, dtype=dtype)
     self.head_amb = FactorHead(e.width, cfg.prompt_dim, rngs=rngs, dtype=dtype)
     self.dtype = dtype
+    # Options for pretrained backbones (module docstring); created last so the default init stream is unchanged.
+    pos_embed = e.get("pos_embed", "sincos")
+    if pos_embed not in ("sincos", "learned"):
+      raise ValueError(f"model.encoder.pos_embed={pos_embed!r}: expected 'sincos' or 'learned'")
+    self.grid = (cfg.image_size // cfg.patch_size,) * 2
+    self.pos_embed = (nnx.Param(jnp.asarray(vit.sincos_pos_embed_2d(e.width, self.grid)))
+                      if pos_embed == "learned" else None)
+    self.cls_token = (nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (e.width,)))
+                      if e.get("cls_token", False) else None)
 
   @property
   def num_patches(self) -> int:
@@ -59,11 +78,14 @@ class FrameEncoder(nnx.Module):
     num_patches = num_patches or self.num_patches
     return jnp.broadcast_to(jnp.arange(num_patches, dtype=jnp.int32), (n, num_patches))
 
-  def __call__(self, frames: jax.Array, keep: jax.Array | None = None) -> dict[str, jax.Array]:
-    """frames float32 [N,H,W,3] in [0,1]; keep int32 [N,K] visible patch indices (None: all patches).
+  def position_table(self, grid: tuple[int, int]) -> jax.Array:
+    """Position embeddings [rows*cols, E] of a patch grid: fixed sin-cos, or the learned table (resized if needed)."""
+    if self.pos_embed is None:
+      return jnp.asarray(vit.sincos_pos_embed_2d(self.width, grid))
+    return vit.resize_pos_embed(self.pos_embed[...], self.grid, grid)
 
-    Returns {"patches": [N,K,E] visible-patch outputs after the final norm, "z_id", "z_voc", "z_amb": [N,Dp]}.
-    """
+  def _embed(self, frames: jax.Array, keep: jax.Array | None) -> jax.Array:
+    """Visible patch tokens with their positions [N,K,E], in the computation dtype."""
     n, h, w, _ = frames.shape
     p = self.patch_size
     if h % p or w % p:
@@ -71,17 +93,43 @@ class FrameEncoder(nnx.Module):
     grid = (h // p, w // p)
     mean, std = jnp.asarray(vit.IMAGENET_MEAN), jnp.asarray(vit.IMAGENET_STD)
     pixels = vit.patchify((frames - mean) / std, p)  # [N, P, p*p*3]
-    pos = jnp.broadcast_to(jnp.asarray(vit.sincos_pos_embed_2d(self.width, grid)), (n, grid[0] * grid[1],
-                                                                                     self.width))
+    pos = jnp.broadcast_to(self.position_table(grid), (n, grid[0] * grid[1], self.width))
     if keep is not None:  # Drop masked patches before embedding: they cannot influence anything.
       pixels = jnp.take_along_axis(pixels, keep[..., None], axis=1)
       pos = jnp.take_along_axis(pos, keep[..., None], axis=1)
-    x = self.patch_embed(pixels.astype(self.dtype)) + pos.astype(self.dtype)
-    prompts = jnp.broadcast_to(self.prompt_tokens[...].astype(self.dtype), (n, len(FACTORS), self.width))
-    x = jnp.concatenate([x, prompts], axis=1)
+    return self.patch_embed(pixels.astype(self.dtype)) + pos.astype(self.dtype)
+
+  def _transform(self, tokens: list[jax.Array]) -> tuple[jax.Array, jax.Array | None]:
+    """[CLS] + tokens through the blocks and the final norm -> (outputs of `tokens` concatenated, CLS output)."""
+    n = tokens[0].shape[0]
+    if self.cls_token is not None:
+      tokens = [jnp.broadcast_to(self.cls_token[...].astype(self.dtype), (n, 1, self.width)), *tokens]
+    x = jnp.concatenate(tokens, axis=1)
     for block in self.blocks:
       x = block(x)
     x = self.norm(x)
+    return (x[:, 1:], x[:, 0]) if self.cls_token is not None else (x, None)
+
+  def backbone(self, frames: jax.Array, keep: jax.Array | None = None) -> dict[str, jax.Array]:
+    """The plain ViT, without prompt tokens: {"patches": [N,K,E]} (+ "cls": [N,E] with a CLS token), float32.
+
+    What a pretrained ViT / MAE computes for the same visible patches (the parity check of the weight loaders).
+    """
+    x, cls = self._transform([self._embed(frames, keep)])
+    out = {"patches": x.astype(jnp.float32)}
+    if cls is not None:
+      out["cls"] = cls.astype(jnp.float32)
+    return out
+
+  def __call__(self, frames: jax.Array, keep: jax.Array | None = None) -> dict[str, jax.Array]:
+    """frames float32 [N,H,W,3] in [0,1]; keep int32 [N,K] visible patch indices (None: all patches).
+
+    Returns {"patches": [N,K,E] visible-patch outputs after the final norm, "z_id", "z_voc", "z_amb": [N,Dp]}.
+    """
+    x = self._embed(frames, keep)
+    n = x.shape[0]
+    prompts = jnp.broadcast_to(self.prompt_tokens[...].astype(self.dtype), (n, len(FACTORS), self.width))
+    x, _ = self._transform([x, prompts])
     patches, prompts = x[:, :-len(FACTORS)], x[:, -len(FACTORS):]
     return {"patches": patches.astype(jnp.float32), "z_id": self.head_id(prompts[:, 0]),
             "z_voc": self.head_voc(prompts[:, 1]), "z_amb": self.head_amb(prompts[:, 2])}

@@ -68,6 +68,21 @@ def sincos_pos_embed_2d(dim: int, grid: tuple[int, int]) -> np.ndarray:
   return np.concatenate([embed_1d(rows), embed_1d(cols)], axis=1).astype(np.float32)
 
 
+def resize_pos_embed(table: jax.Array | np.ndarray, from_grid: tuple[int, int], to_grid: tuple[int, int]) -> jax.Array:
+  """A position table [r*c, E] of a (r, c) patch grid resized to [R*C, E] for an (R, C) grid.
+
+  Bicubic on the [r, c, E] grid (Keys a=-0.5, half-pixel centres, antialiased when shrinking): the same numbers as
+  PyTorch's `interpolate(mode="bicubic", antialias=True)`, which timm uses to resample ViT position embeddings.
+  The identity when the grids are equal. Tokens that are not patches (a CLS token) are the caller's business.
+  """
+  from_grid, to_grid = tuple(from_grid), tuple(to_grid)
+  if from_grid == to_grid:
+    return jnp.asarray(table)
+  width = table.shape[-1]
+  grid = jnp.reshape(jnp.asarray(table), (*from_grid, width))
+  return jax.image.resize(grid, (*to_grid, width), method="bicubic", antialias=True).reshape(-1, width)
+
+
 class Attention(nnx.Module):
   """Multi-head attention; self-attention when called with one argument, cross-attention with a context."""
 

@@ -23,6 +23,6 @@ def load_pretrained(model: nnx.Module, config: ml_collections.ConfigDict) -> lis
   init = config.get("init", {})
   if init.get("encoder"):
     from synclipmae.pretrained import vit
-    vit.load_into(model.encoder, init.encoder)
-    loaded.append(f"frame encoder backbone <- {init.encoder}")
+    summary = vit.load_into(model.encoder, init.encoder)
+    loaded.append(f"frame encoder backbone <- {init.encoder} ({summary})")
   return loaded
