@@ -9,6 +9,11 @@ Variants (encoder width/depth/heads, patch, crop):
   base   768/12/12,  patch 16, 224 px
   large  1024/24/16, patch 16, 256 px  - Sapiens-0.3B encoder geometry (the paper's encoder)
 
+Audio encoder: mu and tiny train a small log-mel conv stack; small, base and large use the paper's frozen
+wav2vec 2.0 (base geometry) and need its weights: --config.model.audio.wav2vec2.path=DIR (a Hugging Face
+checkpoint directory). `synclipmae precompute-audio` with the same flags stores its features once; add
+--config.data.audio_features=DIR to train on them instead of running the encoder every step.
+
 The main job (README) runs `mu` with these defaults: 400 steps of 8 clips x 16 frames, about 7 minutes on a
 2-core CPU, reaching 31 % zero-shot sync accuracy at K=5 (70 % at K=15; chance 9.4 %) on held-out
 identities of the synthetic corpus. The target of >= 90 % at K=5 is not reached yet. Results are recorded in

@@ -77,8 +77,8 @@ def test_forward_shapes_and_dtypes(outputs, cfg):
   dp, e = cfg.prompt_dim, cfg.encoder.width
   p, pix = (cfg.image_size // cfg.patch_size) ** 2, cfg.patch_size ** 2 * 3
   expected = {"z_id": (N, dp), "z_voc": (N, dp), "z_amb": (N, dp), "audio_tokens": (N, dp), "z_id_cond": (N, dp),
-              "patches_uniform": (N, K, e), "recon_video": (N, p, pix), "recon_audio": (N, p, pix),
-              "logit_scale": ()}
+              "z_amb_cond": (N, dp), "patches_uniform": (N, K, e), "recon_video": (N, p, pix),
+              "recon_audio": (N, p, pix), "logit_scale": ()}
   assert {k: v.shape for k, v in out.items()} == expected
   for name, value in out.items():
     assert value.dtype == jnp.float32, name
@@ -89,6 +89,14 @@ def test_forward_shapes_and_dtypes(outputs, cfg):
 def test_id_source_selects_identity(outputs):
   inputs, out = outputs
   np.testing.assert_array_equal(out["z_id_cond"], np.asarray(out["z_id"])[np.asarray(inputs["id_source"])])
+  np.testing.assert_array_equal(out["z_amb_cond"], out["z_amb"])  # No amb_source: each frame's own z_amb.
+
+
+def test_amb_source_selects_the_ambient_token(model, forward, cfg):
+  inputs = make_inputs(cfg)
+  inputs["amb_source"] = jnp.roll(jnp.arange(N, dtype=jnp.int32), 1)
+  out = forward(model, inputs)
+  np.testing.assert_array_equal(out["z_amb_cond"], np.roll(np.asarray(out["z_amb"]), 1, axis=0))
 
 
 def test_keep_all_patches(model, forward, encode, cfg):
@@ -230,8 +238,10 @@ def test_adapter_accepts_wav2vec2_frame_count(model, cfg):
 def test_audio_encoder_factory(model, cfg):
   assert isinstance(model.audio_encoder, audio_lib.AudioEncoder) and not model.audio_encoder.frozen
   audio_cfg = cfg.audio.copy_and_resolve_references()
-  audio_cfg.encoder = "wav2vec2"
-  with pytest.raises(ValueError, match="wav2vec2"):
+  audio_cfg.encoder = "wav2vec2"  # Built frozen (tests/test_wav2vec2.py covers it); unknown names are errors.
+  assert nnx.eval_shape(lambda: audio_lib.make_audio_encoder(audio_cfg, rngs=nnx.Rngs(0))).frozen
+  audio_cfg.encoder = "hubert"
+  with pytest.raises(ValueError, match="'logmel' or 'wav2vec2'"):
     audio_lib.make_audio_encoder(audio_cfg, rngs=nnx.Rngs(0))
 
 

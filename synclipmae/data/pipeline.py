@@ -22,6 +22,7 @@ import einops
 import grain
 import numpy as np
 
+from synclipmae.data import audio_features as audio_features_lib
 from synclipmae.data import records
 from synclipmae.data.corpus import Corpus
 
@@ -29,16 +30,19 @@ from synclipmae.data.corpus import Corpus
 class _ClipSubset:
   """Random-access view of the records long enough for a window; yields (record index, bytes)."""
 
-  def __init__(self, source, indices: np.ndarray):
+  def __init__(self, source, indices: np.ndarray, features=None):
     self._source = source
     self._indices = indices
+    self._features = features  # Optional: precomputed audio features, record i <-> record i.
 
   def __len__(self) -> int:
     return len(self._indices)
 
-  def __getitem__(self, i: int) -> tuple[int, bytes]:
+  def __getitem__(self, i: int) -> tuple[int, bytes] | tuple[int, bytes, bytes]:
     index = int(self._indices[i])
-    return index, self._source[index]
+    if self._features is None:
+      return index, self._source[index]
+    return index, self._source[index], self._features[index]
 
 
 def patch_fractions(masks: np.ndarray, patch_size: int) -> np.ndarray:
@@ -61,7 +65,7 @@ class WindowLoader:
   where: str = "record"
 
   def __call__(self, element: tuple[int, bytes], rng: np.random.Generator) -> dict[str, Any]:
-    index, data = element
+    index, data, *features = element
     clip = records.deserialize(data, where=f"{self.where} {index}", validate=False)
     t, n = self.num_frames, clip.num_frames
     start = int(rng.integers(0, n - t + 1)) if self.random_window else 0
@@ -89,6 +93,9 @@ class WindowLoader:
       p = self.patch_size
       out["face_patches"] = patch_fractions(face_mask, p)
       out["mouth_patches"] = patch_fractions(out["mouth_mask"], p)
+    if features:  # Precomputed per-video-frame audio features: rows [start, stop + 2*margin) of the clip's.
+      rows = audio_features_lib.parse(features[0], clip.clip_id, f"{self.where} {index} (audio features)")
+      out["audio_features"] = np.asarray(rows[start:stop + 2 * margin])
     for key in self.labels:
       if key not in clip.labels:
         raise records.RecordError(f"clip {clip.clip_id!r} has no label {key!r}; it has {sorted(clip.labels)}")
@@ -100,7 +107,7 @@ def make_dataset(corpus: Corpus | str, split: str, *, batch_size: int, num_frame
                  patch_size: int | None = None, audio_margin_frames: int = 2, labels: Sequence[str] = (),
                  shuffle: bool = True, random_window: bool = True, num_epochs: int | None = None,
                  process_index: int | None = None, process_count: int | None = None,
-                 drop_remainder: bool = True) -> grain.MapDataset:
+                 drop_remainder: bool = True, audio_features: str | None = None) -> grain.MapDataset:
   """The batched dataset of one split for this process.
 
   Args:
@@ -118,6 +125,8 @@ def make_dataset(corpus: Corpus | str, split: str, *, batch_size: int, num_frame
     num_epochs: None repeats forever.
     process_index, process_count: this process's slice; default `jax.process_index()` / `jax.process_count()`.
     drop_remainder: drop a last partial batch.
+    audio_features: a directory of precomputed audio features (`synclipmae.data.audio_features`); if set, also
+      yields "audio_features" float16 [T + 2*audio_margin_frames, L, C].
   """
   corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
   if process_index is None or process_count is None:
@@ -131,7 +140,8 @@ def make_dataset(corpus: Corpus | str, split: str, *, batch_size: int, num_frame
   eligible = np.flatnonzero(lengths >= num_frames)
   if len(eligible) == 0:
     raise ValueError(f"{corpus.directory}/{split}: no clip has {num_frames} frames (longest: {lengths.max()})")
-  ds = grain.MapDataset.source(_ClipSubset(corpus.source(split), eligible))
+  features = audio_features_lib.AudioFeatures(audio_features).source(split) if audio_features else None
+  ds = grain.MapDataset.source(_ClipSubset(corpus.source(split), eligible, features))
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs)

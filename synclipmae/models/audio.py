@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from synclipmae.models import vit
+from synclipmae.models import vit, wav2vec2
 
 SAMPLE_RATE = 16000
 HOP_LENGTH = 320  # 20 ms: 50 Hz features, two per 25 fps video frame.
@@ -132,14 +132,29 @@ def make_audio_encoder(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs, dtype=
   """The audio encoder named by cfg.encoder (cfg is the model config's `audio` section)."""
   if cfg.encoder == "logmel":
     return LogMelEncoder(cfg, rngs=rngs, dtype=dtype)
-  raise ValueError(f"unknown audio encoder {cfg.encoder!r}: only 'logmel' is available; 'wav2vec2' arrives with "
-                   "its weight loader")
+  if cfg.encoder == "wav2vec2":  # Frozen; its weights come from synclipmae.pretrained.load_pretrained.
+    w = cfg.wav2vec2
+    encoder_cfg = wav2vec2.geometry(w.geometry, normalize=w.normalize)
+    if encoder_cfg.hop_length != HOP_LENGTH or cfg.sample_rate != SAMPLE_RATE:
+      raise ValueError(f"wav2vec 2.0 geometry {w.geometry!r} has hop {encoder_cfg.hop_length} at sample_rate="
+                       f"{cfg.sample_rate}; the adapter needs {HOP_LENGTH} at {SAMPLE_RATE} Hz (50 Hz features)")
+    return wav2vec2.Wav2Vec2(encoder_cfg, layers=tuple(w.layers) or None, rngs=rngs, dtype=dtype)
+  raise ValueError(f"unknown audio encoder {cfg.encoder!r}: choose 'logmel' or 'wav2vec2'")
 
 
 def _normalise(x: jax.Array, eps: float = 1e-6) -> jax.Array:
   """Parameter-free LayerNorm over the last axis: puts the layers of a frozen encoder on one scale."""
   mean = x.mean(-1, keepdims=True)
   return (x - mean) * jax.lax.rsqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps)
+
+
+def pool_video_frames(hidden_states: list[jax.Array]) -> jax.Array:
+  """L hidden states [B, F, C] at 50 Hz -> [B, V, L, C] at 25 fps: each layer normalised per frame, the two feature
+  frames of each video frame averaged (F = 2V, or 2V-1 with the last frame repeated)."""
+  h = _normalise(jnp.stack(hidden_states, axis=2).astype(jnp.float32))  # [B, F, L, C]
+  if h.shape[1] % 2:  # wav2vec 2.0 is one frame short of 2 per video frame: repeat the edge.
+    h = jnp.concatenate([h, h[:, -1:]], axis=1)
+  return einops.reduce(h, "b (v two) l c -> b v l c", "mean", two=2)
 
 
 class AudioAdapter(nnx.Module):
@@ -170,15 +185,25 @@ class AudioAdapter(nnx.Module):
     return (num_features + 1) // 2 - 2 * self.margin
 
   def __call__(self, hidden_states: list[jax.Array]) -> jax.Array:
+    return self.from_pooled(self.pool(hidden_states))
+
+  def pool(self, hidden_states: list[jax.Array]) -> jax.Array:
+    """The parameter-free half: L hidden states [B, F, C] at 50 Hz -> per-video-frame features [B, V, L, C].
+
+    What a frozen encoder's precomputed features store (synclipmae.data.audio_features).
+    """
     if len(hidden_states) != self.num_layers:
       raise ValueError(f"adapter built for {self.num_layers} hidden states, got {len(hidden_states)}")
-    h = _normalise(jnp.stack(hidden_states, axis=1).astype(jnp.float32))  # [B, L, F, C]
-    if h.shape[2] % 2:  # wav2vec 2.0 is one frame short of 2 per video frame: repeat the edge.
-      h = jnp.concatenate([h, h[:, :, -1:]], axis=2)
-    h = einops.reduce(h, "b l (v two) c -> b l v c", "mean", two=2)  # 25 fps.
-    t = h.shape[2] - 2 * self.margin
+    return pool_video_frames(hidden_states)
+
+  def from_pooled(self, pooled: jax.Array) -> jax.Array:
+    """Per-video-frame features [B, V, L, C] (from `pool`) -> tokens [B, T, Dp], T = V - 2*margin."""
+    if pooled.shape[2:] != (self.num_layers, self.in_features):
+      raise ValueError(f"adapter built for {self.num_layers} layers x {self.in_features} channels, got features "
+                       f"of shape {pooled.shape}")
+    t = pooled.shape[1] - 2 * self.margin
     if t < 1:
-      raise ValueError(f"audio of {h.shape[2]} video frames leaves no centre frame with margin {self.margin}")
+      raise ValueError(f"audio of {pooled.shape[1]} video frames leaves no centre frame with margin {self.margin}")
     index = self.margin + np.arange(t)[:, None] + np.arange(-self.window, self.window + 1)[None]  # [T, 2w+1]
-    h = einops.rearrange(h[:, :, index], "b l t k c -> b t (l k c)").astype(self.dtype)
+    h = einops.rearrange(pooled.astype(jnp.float32)[:, index], "b t k l c -> b t (l k c)").astype(self.dtype)
     return self.norm(self.fc2(jax.nn.gelu(self.fc1(h), approximate=False))).astype(jnp.float32)

@@ -103,7 +103,8 @@ class SyncLipMAE(nnx.Module):
     """One training forward pass; see the module docstring for the layout of N.
 
     inputs: "frames", "frames_jittered" [N,H,W,3]; "keep_uniform", "keep_face" int32 [N,K];
-    "audio" [B, (T + 2*margin) * 640] or "audio_features" [B, T + 2*margin, L, C] (precomputed); "id_source" int32 [N] (the frame whose z_id conditions frame n);
+    "audio" [B, (T + 2*margin) * 640] or "audio_features" [B, T + 2*margin, L, C] (precomputed);
+    "id_source" int32 [N] (the frame whose z_id conditions frame n);
     optional "amb_source" int32 [N] (the frame whose z_amb conditions frame n; default: frame n itself).
     """
     n = inputs["frames"].shape[0]

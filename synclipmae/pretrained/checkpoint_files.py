@@ -76,7 +76,24 @@ def _read_safetensors(file: Path) -> dict[str, np.ndarray]:
     with safe_open(str(file), framework="flax") as f:
       return {name: np.asarray(f.get_tensor(name)) for name in f.keys()}
   except (SafetensorError, OSError, ValueError) as e:
-    raise CheckpointError(f"{file}: unreadable safetensors file ({e})") from None
+    raise CheckpointError(f"{file}: unreadable safetensors file ({_truncated_tensor(file) or e})") from None
+
+
+def _truncated_tensor(file: Path) -> str | None:
+  """For a safetensors file cut short (an interrupted download or copy): which tensor lost its bytes."""
+  try:
+    with open(file, "rb") as f:
+      header_size = int.from_bytes(f.read(8), "little")
+      header = json.loads(f.read(header_size))
+    data_size = file.stat().st_size - 8 - header_size
+    ends = sorted((info["data_offsets"][1], name) for name, info in header.items() if name != "__metadata__")
+  except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+    return None
+  for end, name in ends:
+    if end > data_size:
+      return (f"tensor {name!r} is truncated: its data ends at byte {end} of the data section, the file holds "
+              f"{max(data_size, 0)}")
+  return None
 
 
 def _read_sharded_safetensors(index_file: Path) -> dict[str, np.ndarray]:
