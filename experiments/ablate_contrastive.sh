@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Does the sync accuracy come from the contrastive objective? Pretrains VARIANT twice, with lambda_con at its
-# default and at 0, and prints both zero-shot sync accuracies (a leak in the evaluation would show up as the
-# lambda_con = 0 run scoring far above chance).
+# Does the sync accuracy come from the contrastive objective? Pretrains VARIANT twice, with the contrastive
+# weights at their defaults and at 0 (both the global InfoNCE, loss.con, and its same-clip form, loss.con_clip),
+# and prints both zero-shot sync accuracies (a leak in the evaluation would show up as the run without any
+# contrastive term scoring far above chance).
 #
 #   bash experiments/ablate_contrastive.sh [VARIANT=mu] [OUT=runs/ablate_contrastive] [extra --config.* flags]
 set -euo pipefail
@@ -11,8 +12,8 @@ out=${2:-runs/ablate_contrastive}
 shift $(( $# < 2 ? $# : 2 ))
 bin=$( [ -x .venv/bin/synclipmae ] && echo .venv/bin/synclipmae || echo synclipmae )
 for con in default 0; do
-  flag=$( [ "$con" = default ] && echo "" || echo "--config.loss.con=0" )
-  "$bin" pretrain --config="configs/pretrain.py:$variant" --workdir="$out/con_$con" $flag "$@"
+  flags=$( [ "$con" = default ] && echo "" || echo "--config.loss.con=0 --config.loss.con_clip=0" )
+  "$bin" pretrain --config="configs/pretrain.py:$variant" --workdir="$out/con_$con" $flags "$@"
 done
 python3 - "$out" <<'PY'
 import json, sys

@@ -178,7 +178,7 @@ def test_encoder_sees_only_kept_patches(model, encode, cfg):
 
 
 def test_log_mel_matches_numpy_reference():
-  """Our matmul DFT against np.fft on explicit frames, with librosa's window and mel filterbank."""
+  """Our framing + FFT against np.fft on explicit frames, with librosa's window and mel filterbank."""
   librosa = pytest.importorskip("librosa")
   rng = np.random.default_rng(5)
   wave = (0.1 * rng.normal(size=(1, 7 * 320 + 123))).astype(np.float64)
@@ -190,6 +190,26 @@ def test_log_mel_matches_numpy_reference():
   ref = np.log(power @ librosa.filters.mel(sr=16000, n_fft=512, n_mels=40).T + 1e-6)
   assert ours.shape == ref.shape == (wave.shape[1] // 320, 40)
   np.testing.assert_allclose(ours, ref, atol=1e-3)
+
+
+def test_audio_tokens_do_not_depend_on_the_batch(model, cfg):
+  """A clip's audio tokens are the same alone and in a batch (as on 1 device vs sharded over 8): the log-mel front
+  end must not amplify shape-dependent rounding (quiet frames near -10 log power; un-centred LayerNorm input)."""
+  rng = np.random.default_rng(3)
+  length = (T + 2 * cfg.audio.margin_frames) * audio_lib.SAMPLES_PER_VIDEO_FRAME
+  audio = (0.003 * rng.normal(size=(6, length))).astype(np.float32)  # -50 dB noise: the quiet parts of a clip
+  audio[:, length // 3: length // 2] += 0.3 * np.sin(np.arange(length // 2 - length // 3) * 0.07)
+  encode = nnx.jit(lambda m, a: m.encode_audio(a, T))
+
+  def batched_and_alone(audio):
+    return (np.asarray(encode(model, audio)),
+            np.concatenate([np.asarray(encode(model, audio[i:i + 1])) for i in range(len(audio))]))
+
+  np.testing.assert_allclose(*batched_and_alone(audio), rtol=0, atol=1e-5)
+  # Digital silence: a constant log-mel frame, whose band mean rounds differently per batch shape. The band
+  # LayerNorm's eps (1e-2) keeps that from being amplified (with eps 1e-6 the tokens differed by 5e-2).
+  audio[1, :1000] = 0.0
+  np.testing.assert_allclose(*batched_and_alone(audio), rtol=0, atol=1e-3)
 
 
 def test_audio_tokens_are_time_aligned(model, cfg):

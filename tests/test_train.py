@@ -52,11 +52,11 @@ def _first_batch(config, mesh_size=8):
 @pytest.mark.parametrize("data, fsdp", [(8, 1), (4, 2)])
 @pytest.mark.parametrize("con", [0.0, 0.5])
 def test_step_is_the_same_on_1_and_8_devices(synthetic_corpus, data, fsdp, con):
-  """Same loss and gradients from one device and from 8 (data parallel, and data x FSDP).
+  """Same loss and gradients, within 1e-5 absolute, from one device and from 8 (data parallel, and data x FSDP).
 
-  Without the contrastive term every gradient agrees within 1e-5. With it, the gradient of each prompt-token
-  parameter is a sum over all 32x32 frame pairs of the global batch whose terms largely cancel, so float32
-  rounding in a different reduction order shows up at ~1e-5 of the tensor's scale: there the bound is relative.
+  (This holds with the contrastive term too because the log-mel front end is batch-shape invariant: an FFT per
+  frame and a two-pass LayerNorm over bands; a DFT matmul and flax's E[x^2]-E[x]^2 variance on log-mel values
+  near -10 made the audio tokens differ by ~1e-4 between 1 and 8 devices, and the InfoNCE passed that on.)
   """
   config = small_config(synthetic_corpus)
   config.loss.con = con
@@ -73,8 +73,7 @@ def test_step_is_the_same_on_1_and_8_devices(synthetic_corpus, data, fsdp, con):
   assert len(jax.devices()) == 8
   np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=0, atol=1e-5)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g8)):
-    scale = 1.0 if con == 0 else max(1.0, float(np.abs(a).max()) * 10)
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
 def test_fsdp_rule_shards_large_tensors():

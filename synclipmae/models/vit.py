@@ -31,7 +31,8 @@ def dense(in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=jnp.floa
 
 
 def layer_norm(features: int, *, rngs: nnx.Rngs, dtype=jnp.float32) -> nnx.LayerNorm:
-  return nnx.LayerNorm(features, epsilon=LN_EPS, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+  return nnx.LayerNorm(features, epsilon=LN_EPS, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False,
+                       rngs=rngs)
 
 
 def patchify(images: jax.Array, patch_size: int) -> jax.Array:
