@@ -15,9 +15,9 @@ checkpoint directory). `synclipmae precompute-audio` with the same flags stores 
 --config.data.audio_features=DIR to train on them instead of running the encoder every step.
 
 The main job (README) runs `mu` with these defaults: 400 steps of 8 clips x 16 frames, about 7 minutes on a
-2-core CPU, reaching 31 % zero-shot sync accuracy at K=5 (70 % at K=15; chance 9.4 %) on held-out
-identities of the synthetic corpus. The target of >= 90 % at K=5 is not reached yet. Results are recorded in
-README.md / BENCHMARKS.md with the commands that produce them.
+2-core CPU, reaching 49 % zero-shot sync accuracy at K=5 (90 % at K=15; chance 9.4 %) on held-out identities of
+the synthetic corpus. The target of >= 90 % at K=5 is not reached yet. Results are recorded in README.md /
+BENCHMARKS.md with the commands that produce them.
 """
 
 import ml_collections
