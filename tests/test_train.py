@@ -59,7 +59,7 @@ def test_step_is_the_same_on_1_and_8_devices(synthetic_corpus, data, fsdp, con):
   near -10 made the audio tokens differ by ~1e-4 between 1 and 8 devices, and the InfoNCE passed that on.)
   """
   config = small_config(synthetic_corpus)
-  config.loss.con = con
+  config.loss.con = config.loss.con_clip = con  # Both contrastive terms (global and same-clip) at weight con.
   batch = _first_batch(config)
   results = []
   for mesh in (sharding.make_mesh(1, 1, jax.devices()[:1]), sharding.make_mesh(data, fsdp)):

@@ -482,14 +482,6 @@ def _append_line(path: Path, entry: dict[str, Any]) -> None:
     os.fsync(f.fileno())
 
 
-def _write_atomic(path: Path, text: str) -> None:
-  """Writes `path` via a `.partial` file and a rename, so readers see the old file or the whole new one."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  partial = path.with_name(path.name + ".partial")
-  partial.write_text(text)
-  os.replace(partial, path)
-
-
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
   """Lines of a JSONL file; a torn last line (a killed writer) is ignored."""
   out = []
@@ -528,7 +520,7 @@ class PartWriter:
   def commit(self, split: str) -> list[str]:
     name, writer, entries, inputs = self._open.pop(split)
     writer.close()  # Renames *.partial to the shard's name ...
-    _write_atomic(self.out_dir / f"{name}.jsonl",  # ... and only then does the part count.
+    corpus_lib.write_atomic(self.out_dir / f"{name}.jsonl",  # ... and only then does the part count.
                              "".join(json.dumps(e) + "\n" for e in entries))
     return inputs
 
@@ -631,7 +623,7 @@ def _check_settings(out_dir: Path, config: PrepConfig) -> None:
       raise RunError(f"{out_dir} holds a prep run with other settings (setting: (there, asked)): {diff}; "
                      "use the same settings or another --out")
     return
-  _write_atomic(path, json.dumps({"generator": GENERATOR, "settings": settings}, indent=1) + "\n")
+  corpus_lib.write_atomic(path, json.dumps({"generator": GENERATOR, "settings": settings}, indent=1) + "\n")
 
 
 def _clean_leftovers(out_dir: Path, job: str) -> list[Path]:
@@ -667,13 +659,13 @@ def finalize(out_dir: str | os.PathLike) -> dict[str, Any]:
   splits = {}
   for split, entries in sorted(per_split.items()):
     shards = list(dict.fromkeys(e["shard"] for e in entries))
-    _write_atomic(out_dir / f"{split}.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
+    corpus_lib.write_atomic(out_dir / f"{split}.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
     splits[split] = {"shards": shards, "manifest": f"{split}.jsonl", "num_clips": len(entries),
                      "num_frames": sum(e["num_frames"] for e in entries),
                      "speakers": sorted({e["speaker_id"] for e in entries})}
   done, failed = read_state(out_dir)
   failures = [failed[k] for k in sorted(failed) if k not in done]
-  _write_atomic(out_dir / FAILURES_FILE, "".join(json.dumps(e) + "\n" for e in failures))
+  corpus_lib.write_atomic(out_dir / FAILURES_FILE, "".join(json.dumps(e) + "\n" for e in failures))
   prep = json.loads((out_dir / PREP_FILE).read_text())
   return corpus_lib.write_corpus_info(out_dir, splits, generator={"name": GENERATOR, **prep},
                                       inputs={"done": len(done), "failed": len(failures)})
@@ -749,7 +741,7 @@ def run(inputs: str | Sequence[str], out_dir: str | os.PathLike, config: PrepCon
   summary["timings"] = {k: round(v, 3) for k, v in summary["timings"].items()}
   done, failed = read_state(out_dir)
   summary["failed_inputs"] = sorted(i.key for i in mine if i.key in failed and i.key not in done)
-  _write_atomic(marker, json.dumps({k: v for k, v in summary.items() if k != "failures"}, indent=1))
+  corpus_lib.write_atomic(marker, json.dumps({k: v for k, v in summary.items() if k != "failures"}, indent=1))
   finished = {p.stem for p in (out_dir / JOBS_DIR).glob(f"j*of{num_shards:05d}.json")}
   summary["finalized"] = False
   if finalize_when == "always" or (finalize_when == "auto" and

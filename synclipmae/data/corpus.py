@@ -106,7 +106,7 @@ def write_split(directory: str | os.PathLike, split: str, clips: Iterable[record
   for writer in writers:
     writer.close()
   entries.sort(key=lambda e: e[:2])  # Manifest line i <-> record i of the concatenated shards.
-  _write_atomic(directory / f"{split}.jsonl", "".join(json.dumps(e[2]) + "\n" for e in entries))
+  write_atomic(directory / f"{split}.jsonl", "".join(json.dumps(e[2]) + "\n" for e in entries))
   return {"shards": names, "manifest": f"{split}.jsonl", "num_clips": len(entries),
           "num_frames": sum(e[2]["num_frames"] for e in entries),
           "speakers": sorted({e[2]["speaker_id"] for e in entries})}
@@ -117,11 +117,14 @@ def write_corpus_info(directory: str | os.PathLike, splits: Mapping[str, Mapping
   """Writes `corpus.json` last, marking the corpus complete."""
   speakers = sorted({s for split in splits.values() for s in split["speakers"]})
   content = {"schema_version": records.SCHEMA_VERSION, "splits": dict(splits), "speakers": speakers, **info}
-  _write_atomic(Path(directory) / CORPUS_FILE, json.dumps(content, indent=1) + "\n")
+  write_atomic(Path(directory) / CORPUS_FILE, json.dumps(content, indent=1) + "\n")
   return content
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+  """Writes `path` via a `.partial` file and a rename, so readers see the old file or the whole new one."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
   partial = path.with_name(path.name + ".partial")
   partial.write_text(text)
   os.replace(partial, path)
