@@ -100,12 +100,9 @@ class LogMelEncoder(nnx.Module):
     self.num_mels = c.num_mels
     self.num_layers = c.depth
     self.hidden_size = c.width
-    # Two-pass variance: log-mel values sit around -10 with a spread of ~1, where flax's default
-    # E[x^2] - E[x]^2 cancels away four digits and makes the result depend on the reduction order (batch shape).
     # eps 1e-2 (band variance is ~0.3 for the noise floor, 1-10 for speech): digital silence gives a constant
     # frame, whose normalised value would otherwise be rounding noise amplified 1000-fold.
-    self.norm = nnx.LayerNorm(c.num_mels, epsilon=1e-2, param_dtype=jnp.float32, use_fast_variance=False,
-                              rngs=rngs)
+    self.norm = vit.layer_norm(c.num_mels, rngs=rngs, eps=1e-2)
     conv = lambda i: nnx.Conv(i, c.width, kernel_size=(3,), padding="SAME", dtype=dtype, param_dtype=jnp.float32,
                               rngs=rngs)
     self.convs = nnx.List([conv(c.num_mels + 1 if k == 0 else c.width) for k in range(c.depth)])

@@ -30,8 +30,10 @@ def dense(in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=jnp.floa
                     bias_init=nnx.initializers.zeros_init(), dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
 
 
-def layer_norm(features: int, *, rngs: nnx.Rngs, dtype=jnp.float32) -> nnx.LayerNorm:
-  return nnx.LayerNorm(features, epsilon=LN_EPS, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False,
+def layer_norm(features: int, *, rngs: nnx.Rngs, dtype=jnp.float32, eps: float = LN_EPS) -> nnx.LayerNorm:
+  """LayerNorm with two-pass variance: flax's fast E[x^2]-E[x]^2 loses digits on inputs with a large mean, and
+  its rounding then depends on the reduction order (the batch shape, so 1 vs 8 devices)."""
+  return nnx.LayerNorm(features, epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False,
                        rngs=rngs)
 
 

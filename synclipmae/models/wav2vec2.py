@@ -44,6 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from synclipmae.models import vit
+
 
 class Wav2Vec2ConfigError(ValueError):
   """A wav2vec 2.0 configuration this implementation cannot build or reproduce; names the field."""
@@ -169,9 +171,7 @@ def normalize_waveform(waveform: jax.Array, sample_mask: jax.Array | None = None
 
 
 def _layer_norm(features: int, eps: float, *, rngs: nnx.Rngs, dtype) -> nnx.LayerNorm:
-  # Two-pass variance, as PyTorch computes it (the fast E[x^2]-E[x]^2 form loses digits on large means).
-  return nnx.LayerNorm(features, epsilon=eps, use_fast_variance=False, dtype=dtype, param_dtype=jnp.float32,
-                       rngs=rngs)
+  return vit.layer_norm(features, rngs=rngs, dtype=dtype, eps=eps)  # Two-pass variance, as PyTorch computes it.
 
 
 def _linear(i: int, o: int, *, rngs: nnx.Rngs, dtype, precision) -> nnx.Linear:
