@@ -27,6 +27,7 @@ from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import pretrain  # noqa: E402
+from experiments.diagnose_sync import override  # noqa: E402
 from synclipmae import masking  # noqa: E402
 from synclipmae.data import pipeline  # noqa: E402
 from synclipmae.train import loop  # noqa: E402
@@ -38,8 +39,11 @@ def main() -> None:
   parser.add_argument("--view", choices=("all", "face", "mouth"), required=True)
   parser.add_argument("--steps", type=int, default=800)
   parser.add_argument("--lr", type=float, default=1e-3)
+  parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.encoder.stem=conv")
   args = parser.parse_args()
   config = pretrain.get_config("mu")
+  for assignment in args.overrides:
+    override(config, assignment)
   b, t, p = config.data.batch_size, config.data.num_frames, config.model.patch_size
   n, num_patches = b * t, (config.model.image_size // p) ** 2
   num_keep = masking.num_kept(num_patches, config.masking.mask_ratio)
@@ -68,7 +72,8 @@ def main() -> None:
       k_keep, k_jitter = jax.random.split(key)
       keep = masking.face_aware_keep(k_keep, batch["face_patches"].reshape(n, -1), num_keep,
                                      config.masking.face_bias, batch["mouth_patches"].reshape(n, -1), mouth_bias)
-      frames = masking.photometric_jitter(k_jitter, frames, **config.masking.jitter)
+      frames = masking.photometric_jitter(k_jitter, frames, **config.masking.jitter,
+                                          frames_per_draw=t if config.masking.jitter_per_clip else 1)
     target = batch["labels/mouth"].reshape(n, 3)
     return (lin(enc(frames, keep)["z_voc"]) - target) ** 2, target
 

@@ -161,8 +161,9 @@ def _adjust_hue(frames: jax.Array, shift: jax.Array) -> jax.Array:
 
 
 def photometric_jitter(key: jax.Array, frames: jax.Array, brightness: float = 0.4, contrast: float = 0.4,
-                       saturation: float = 0.4, hue: float = 0.1, grayscale_p: float = 0.2) -> jax.Array:
-  """Colour jitter + random grayscale of the bypass-2 input, one independent draw per frame.
+                       saturation: float = 0.4, hue: float = 0.1, grayscale_p: float = 0.2,
+                       frames_per_draw: int = 1) -> jax.Array:
+  """Colour jitter + random grayscale of the bypass-2 input, one draw per `frames_per_draw` consecutive frames.
 
   Why: `z_voc` / `z_amb` should encode motion, not colour; jittering their input removes skin/lighting cues
   (which belong to `z_id`). Semantics follow torchvision's ColorJitter + RandomGrayscale in a fixed order
@@ -170,18 +171,27 @@ def photometric_jitter(key: jax.Array, frames: jax.Array, brightness: float = 0.
   uniform in [-hue, hue] turns, each step clamped to [0, 1]. Strengths are Python floats (static); a strength of 0
   skips its step, so all zeros is exactly the identity.
 
+  Pretraining draws once per clip (`frames_per_draw` = T), as video augmentation does: the frames of a clip then
+  differ only by what moved, so the jitter cannot pass for motion between them, while z_voc still cannot use
+  colour to tell clips apart. 1 draws per frame.
+
   Args:
     key: PRNG key.
-    frames: float [N, H, W, 3] in [0, 1].
+    frames: float [N, H, W, 3] in [0, 1]; N a multiple of `frames_per_draw`.
   Returns:
     float [N, H, W, 3] in [0, 1].
   """
   n = frames.shape[0]
+  if n % frames_per_draw:
+    raise ValueError(f"photometric_jitter: {n} frames are not whole groups of frames_per_draw={frames_per_draw}")
   k_b, k_c, k_s, k_h, k_g = jax.random.split(key, 5)
   out = frames
 
+  def draw(sample, k, *args):
+    return jnp.repeat(sample(k, (n // frames_per_draw,), *args), frames_per_draw)
+
   def factor(k, strength):
-    return jax.random.uniform(k, (n,), out.dtype, max(0.0, 1.0 - strength), 1.0 + strength)
+    return draw(jax.random.uniform, k, out.dtype, max(0.0, 1.0 - strength), 1.0 + strength)
 
   if brightness > 0:
     out = _blend(out, jnp.zeros_like(out), factor(k_b, brightness))
@@ -191,9 +201,9 @@ def photometric_jitter(key: jax.Array, frames: jax.Array, brightness: float = 0.
   if saturation > 0:
     out = _blend(out, _grayscale(out), factor(k_s, saturation))
   if hue > 0:
-    out = _adjust_hue(out, jax.random.uniform(k_h, (n,), out.dtype, -hue, hue))
+    out = _adjust_hue(out, draw(jax.random.uniform, k_h, out.dtype, -hue, hue))
   if grayscale_p > 0:
-    gray = jax.random.bernoulli(k_g, grayscale_p, (n,))[:, None, None, None]
+    gray = draw(lambda k, shape: jax.random.bernoulli(k, grayscale_p, shape), k_g)[:, None, None, None]
     out = jnp.where(gray, jnp.broadcast_to(_grayscale(out), out.shape), out)
   return jnp.clip(out, 0.0, 1.0)
 

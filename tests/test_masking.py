@@ -19,7 +19,7 @@ _ambient_sources = jax.jit(masking.ambient_sources, static_argnums=(1, 2, 3, 4))
 _patchify = jax.jit(masking.patchify, static_argnums=1)
 _unpatchify = jax.jit(masking.unpatchify, static_argnums=(1, 2, 3))
 _jitter = jax.jit(masking.photometric_jitter,
-                  static_argnames=("brightness", "contrast", "saturation", "hue", "grayscale_p"))
+                  static_argnames=("brightness", "contrast", "saturation", "hue", "grayscale_p", "frames_per_draw"))
 
 
 def _check_keep(keep, num_rows, num_patches, num_keep):
@@ -202,6 +202,18 @@ def test_jitter_range_determinism_and_per_frame_draws():
   strong = _jitter(jax.random.key(3), _frames(jax.random.key(4), n=16), brightness=2.0, contrast=2.0,
                    saturation=2.0, hue=0.5, grayscale_p=0.5)
   assert float(strong.min()) >= 0.0 and float(strong.max()) <= 1.0
+
+
+def test_jitter_one_draw_per_clip():
+  """frames_per_draw=T: the T frames of a clip get one transform (same input -> same output), clips differ."""
+  clips, t = 4, 3
+  frames = jnp.repeat(_frames(jax.random.key(0), n=1), clips * t, axis=0)
+  for p in (0.0, 0.5):  # Also the grayscale draw, which only shows when some clips are grey and some not.
+    out = np.asarray(_jitter(jax.random.key(8), frames, grayscale_p=p, frames_per_draw=t)).reshape(clips, t, -1)
+    np.testing.assert_array_equal(out, np.broadcast_to(out[:, :1], out.shape))
+    assert all(not np.allclose(out[i, 0], out[j, 0]) for i in range(clips) for j in range(i + 1, clips))
+  with pytest.raises(ValueError, match="frames_per_draw=5"):
+    masking.photometric_jitter(jax.random.key(0), frames, frames_per_draw=5)
 
 
 def test_jitter_brightness_factor_range():

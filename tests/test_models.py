@@ -161,7 +161,12 @@ def patch_box(index: int, grid: int, p: int) -> tuple[slice, slice]:
   return slice(row * p, (row + 1) * p), slice(col * p, (col + 1) * p)
 
 
-def test_encoder_sees_only_kept_patches(model, encode, cfg):
+@pytest.mark.parametrize("stem", ["linear", "conv"])
+def test_encoder_sees_only_kept_patches(model, encode, cfg, stem):
+  if stem != cfg.encoder.stem:
+    cfg = cfg.copy_and_resolve_references()
+    cfg.encoder.stem = stem
+    model = SyncLipMAE(cfg, rngs=nnx.Rngs(0))
   inputs = make_inputs(cfg, seed=4)
   frames, keep = inputs["frames"], inputs["keep_uniform"]
   p, grid = cfg.patch_size, cfg.image_size // cfg.patch_size
@@ -175,6 +180,19 @@ def test_encoder_sees_only_kept_patches(model, encode, cfg):
   for name in ("z_id", "z_voc", "z_amb"):
     np.testing.assert_allclose(hidden[name], ref[name], atol=1e-6, err_msg=name)
     assert np.abs(np.asarray(visible[name][0] - ref[name][0])).max() > 1e-3, name
+
+
+def test_conv_stem_token_sees_only_its_patch(cfg):
+  """The conv stem convolves within each patch: a token changes with its own pixels, never a neighbour's."""
+  from synclipmae.models import vit
+  embed = vit.ConvPatchEmbed(cfg.patch_size, 32, rngs=nnx.Rngs(0))
+  p = cfg.patch_size
+  images = jnp.asarray(np.random.default_rng(0).random((1, 2 * p, 2 * p, 3)), jnp.float32)
+  ref = embed(patchify(images, p))
+  changed = embed(patchify(images.at[0, :p, p:].set(0.0), p))  # Patch 1 of the 2 x 2 grid.
+  np.testing.assert_array_equal(changed[0, [0, 2, 3]], ref[0, [0, 2, 3]])
+  assert np.abs(np.asarray(changed[0, 1] - ref[0, 1])).max() > 1e-3
+
 
 
 def test_log_mel_matches_numpy_reference():

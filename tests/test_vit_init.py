@@ -23,10 +23,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 
-def model_config(image=32, patch=8, width=64, depth=2, heads=4, pos_embed="learned", cls_token=True):
+def model_config(image=32, patch=8, width=64, depth=2, heads=4, pos_embed="learned", cls_token=True, stem="linear"):
   cfg = pretrain_config.model_config("mu")
   cfg.image_size, cfg.patch_size, cfg.prompt_dim = image, patch, 16
-  cfg.encoder.update(width=width, depth=depth, num_heads=heads, pos_embed=pos_embed, cls_token=cls_token)
+  cfg.encoder.update(width=width, depth=depth, num_heads=heads, pos_embed=pos_embed, cls_token=cls_token, stem=stem)
   return cfg
 
 
@@ -280,6 +280,9 @@ def test_mismatched_and_broken_checkpoints_name_file_and_tensor(tmp_path):
   assert "tensor 'backbone.pos_embed' is a position table other than the encoder's fixed sin-cos embedding; set " \
          "--config.model.encoder.pos_embed=learned" in _error(
              FrameEncoder(model_config(pos_embed="sincos"), rngs=nnx.Rngs(0)), tmp_path / "a.safetensors")
+  assert "tensor 'backbone.patch_embed.projection.weight' is a linear patch embedding, the encoder has a conv stem; " \
+         "set --config.model.encoder.stem=linear" in _error(
+             FrameEncoder(model_config(stem="conv"), rngs=nnx.Rngs(0)), tmp_path / "a.safetensors")
   no_cls = export(random_encoder(0, cls_token=False), MMPRETRAIN)
   assert "tensor 'backbone.cls_token' is missing: the encoder has a CLS token" in _error(
       encoder, write("h.safetensors", no_cls))
@@ -330,11 +333,11 @@ def test_pretrain_starts_from_the_checkpoint(synthetic_corpus, tmp_path, capsys)
   from synclipmae.train import loop, step as step_lib
   config = pretrain_config.get_config("mu")
   m = config.model
-  m.encoder.update(width=32, depth=1, num_heads=2, pos_embed="learned", cls_token=True)
+  m.encoder.update(width=32, depth=1, num_heads=2, pos_embed="learned", cls_token=True, stem="linear")
   m.decoder.update(width=32, depth=1, num_heads=2)
   m.prompt_dim, m.audio.logmel.width, m.audio.adapter_hidden = 16, 16, 32
   config.data.update(dir=str(synthetic_corpus), batch_size=8, num_frames=4)
-  config.optim.warmup_steps = 2
+  config.optim.update(warmup_steps=2, lr=1e-3)
   config.train.update(num_steps=2, log_every=1, checkpoint_every=2)
 
   source = FrameEncoder(m, rngs=nnx.Rngs(7))

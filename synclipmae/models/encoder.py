@@ -49,7 +49,11 @@ class FrameEncoder(nnx.Module):
     self.patch_size = cfg.patch_size
     self.image_size = cfg.image_size
     self.width = e.width
-    self.patch_embed = vit.PatchEmbed(cfg.patch_size, e.width, rngs=rngs, dtype=dtype)
+    stem = e.get("stem", "linear")
+    if stem not in ("linear", "conv"):
+      raise ValueError(f"model.encoder.stem={stem!r}: expected 'linear' or 'conv'")
+    embed = vit.PatchEmbed if stem == "linear" else vit.ConvPatchEmbed
+    self.patch_embed = embed(cfg.patch_size, e.width, rngs=rngs, dtype=dtype)
     # One learned vector per factor; prompt tokens carry no position embedding (they are not patches).
     self.prompt_tokens = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (len(FACTORS), e.width)))
     self.blocks = nnx.List([vit.Block(e.width, e.num_heads, e.mlp_ratio, rngs=rngs, dtype=dtype)

@@ -163,3 +163,32 @@ class PatchEmbed(nnx.Module):
   def __call__(self, patch_pixels: jax.Array) -> jax.Array:
     """[..., p*p*C] flattened patches (see `patchify`) -> [..., E]."""
     return self.proj(patch_pixels)
+
+
+class ConvPatchEmbed(nnx.Module):
+  """A small conv net run on each p x p patch on its own, then a Linear to the width (`encoder.stem="conv"`).
+
+  Why: a linear patch embedding must learn the same edge detector at every sub-patch offset, and small ViTs
+  trained from scratch learn local structure slowly (Xiao et al. 2021, "Early convolutions help transformers see
+  better"). Convolving within each patch (zero padding at the patch border, no pixel of a neighbour) keeps the
+  MAE contract: a visible token depends on its own pixels only, so masked patches still cannot leak in. Stride-2
+  3x3 convs halve the patch until it is at most 2 x 2 pixels.
+  """
+
+  def __init__(self, patch_size: int, width: int, channels: int = 3, *, base_channels: int = 32,
+               rngs: nnx.Rngs, dtype=jnp.float32):
+    self.patch_size, self.channels = patch_size, channels
+    convs, size, c_in, c_out = [], patch_size, channels, base_channels
+    while size > 2:
+      convs.append(nnx.Conv(c_in, c_out, (3, 3), strides=(2, 2), padding="SAME", rngs=rngs, dtype=dtype))
+      size, c_in, c_out = -(-size // 2), c_out, 2 * c_out
+    self.convs = nnx.List(convs)
+    self.proj = dense(size * size * c_in, width, rngs=rngs, dtype=dtype)
+
+  def __call__(self, patch_pixels: jax.Array) -> jax.Array:
+    """[..., p*p*C] flattened patches (see `patchify`) -> [..., E]."""
+    p, lead = self.patch_size, patch_pixels.shape[:-1]
+    x = patch_pixels.reshape(-1, p, p, self.channels)
+    for conv in self.convs:
+      x = jax.nn.gelu(conv(x))
+    return self.proj(x.reshape(*lead, -1))

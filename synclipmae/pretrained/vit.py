@@ -134,6 +134,9 @@ def load_into(encoder: FrameEncoder, path: str | os.PathLike, *, grid: tuple[int
 
   width, p, heads = encoder.width, encoder.patch_size, encoder.blocks[0].attn.num_heads
   patch_name = name(f"{layout.patch}.weight")
+  if not isinstance(encoder.patch_embed, vit_lib.PatchEmbed):
+    raise source.error(patch_name, "is a linear patch embedding, the encoder has a conv stem; set "
+                                   "--config.model.encoder.stem=linear to load this checkpoint")
   shape = tuple(source.tensors[patch_name].shape)
   if shape != (width, 3, p, p):
     raise source.error(patch_name, f"has shape {shape} (width, channels, patch rows, patch columns); the encoder "

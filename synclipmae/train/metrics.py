@@ -57,8 +57,8 @@ class Progress:
     self._last_step, self._last_time = step, now
     if jax.process_index() == 0:
       shown = " ".join(f"{k.removeprefix('loss_')}={metrics[k]:.4g}" for k in
-                       ("loss", "loss_rec_video", "loss_rec_audio", "loss_con", "loss_xcov", "con_acc_v2a",
-                        "temperature", "grad_norm") if k in metrics)
+                       ("loss", "loss_rec_video", "loss_rec_audio", "loss_con", "loss_con_clip", "loss_xcov",
+                        "con_acc_v2a", "temperature", "grad_norm") if k in metrics)
       speed = (f" | {rates['frames_per_s']:.0f} frames/s, ETA {_duration(rates['eta_s'])}" if rates else "")
       print(f"step {step}/{self.total_steps} {shown}{speed}", flush=True)
     return rates

@@ -101,7 +101,9 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
     amb_source = jnp.arange(n, dtype=jnp.int32)
   inputs = {
       "frames": frames,
-      "frames_jittered": masking.photometric_jitter(k_jitter, frames, **config.masking.jitter),
+      "frames_jittered": masking.photometric_jitter(
+          k_jitter, frames, **config.masking.jitter,
+          frames_per_draw=t if config.masking.get("jitter_per_clip", False) else 1),
       "keep_uniform": keep_uniform,
       "keep_face": keep_face,
       **({"audio_features": batch["audio_features"]} if "audio_features" in batch else {"audio": batch["audio"]}),
