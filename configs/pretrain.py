@@ -14,7 +14,7 @@ wav2vec 2.0 (base geometry) and need its weights: --config.model.audio.wav2vec2.
 checkpoint directory). `synclipmae precompute-audio` with the same flags stores its features once; add
 --config.data.audio_features=DIR to train on them instead of running the encoder every step.
 
-The main job (README) runs `mu` with these defaults: 700 steps of 8 clips x 16 frames, about 7 minutes on a
+The main job (README) runs `mu` with these defaults: 700 steps of 8 clips x 16 frames, about 7.5 minutes on a
 2-core CPU, reaching 87.8 % zero-shot sync accuracy at K=5 (100 % at K=15; chance 9.4 %) on held-out identities
 of the synthetic corpus (the target is >= 90 % at K=5). mu departs from the paper-style settings of the larger
 variants where its 8-minute budget needs it, each measured in BENCHMARKS.md: a conv stem within each patch,
@@ -131,7 +131,7 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       "grad_clip": 1.0,
   })
   config.train = ml_collections.ConfigDict({
-      "num_steps": {"mu": 700, "tiny": 1500}.get(variant, 200_000),  # mu: ~7 min on 2 CPU cores.
+      "num_steps": {"mu": 700, "tiny": 1500}.get(variant, 200_000),  # mu: ~7.5 min on 2 CPU cores.
       "log_every": 25,
       "checkpoint_every": 250 if small else 2000,
       "keep_checkpoints": 3,

@@ -22,6 +22,7 @@ except ImportError:  # An editable install made before configs/ existed does not
   from configs import pretrain
 
 from synclipmae.models import audio as audio_lib
+from synclipmae.models import vit
 from synclipmae.models import SyncLipMAE, param_counts, patchify
 
 B, T = 2, 3
@@ -184,7 +185,6 @@ def test_encoder_sees_only_kept_patches(model, encode, cfg, stem):
 
 def test_conv_stem_token_sees_only_its_patch(cfg):
   """The conv stem convolves within each patch: a token changes with its own pixels, never a neighbour's."""
-  from synclipmae.models import vit
   embed = vit.ConvPatchEmbed(cfg.patch_size, 32, rngs=nnx.Rngs(0))
   p = cfg.patch_size
   images = jnp.asarray(np.random.default_rng(0).random((1, 2 * p, 2 * p, 3)), jnp.float32)
@@ -192,7 +192,6 @@ def test_conv_stem_token_sees_only_its_patch(cfg):
   changed = embed(patchify(images.at[0, :p, p:].set(0.0), p))  # Patch 1 of the 2 x 2 grid.
   np.testing.assert_array_equal(changed[0, [0, 2, 3]], ref[0, [0, 2, 3]])
   assert np.abs(np.asarray(changed[0, 1] - ref[0, 1])).max() > 1e-3
-
 
 
 def test_log_mel_matches_numpy_reference():
