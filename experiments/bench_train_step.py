@@ -42,6 +42,7 @@ def bench(variant: str, steps: int, overrides=()) -> dict[str, float]:
   for assignment in overrides:
     override(config, assignment)
   corpus = loop.ensure_corpus(config.data.dir)
+  loop.validate_config(config, corpus)  # A clear error (e.g. a 64 px corpus for `small`) before a long compile.
   ds = pipeline.make_dataset(corpus, "train", batch_size=config.data.batch_size, num_frames=config.data.num_frames,
                              seed=0, patch_size=config.model.patch_size, process_index=0, process_count=1)
   batch = next(pipeline.make_iterator(ds))
@@ -71,7 +72,8 @@ def main() -> None:
   args = parser.parse_args()
   print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} on {jax.devices()[0].platform}")
   peak = matmul_flops_per_s()
-  print(f"reference 4096^2 f32 matmul: {peak / 1e9:.1f} GFLOP/s")
+  precision = jax.config.jax_default_matmul_precision or "default"
+  print(f"reference 4096^2 f32 matmul: {peak / 1e9:.1f} GFLOP/s (matmul precision: {precision})")
   print(f"{'variant':8s} {'frames/step':>11s} {'step (s)':>9s} {'frames/s':>9s} {'GFLOP/step':>10s} "
         f"{'GFLOP/s':>8s} {'of matmul':>9s}")
   for variant in args.variants.split(","):

@@ -87,6 +87,25 @@ def test_forward_shapes_and_dtypes(outputs, cfg):
   np.testing.assert_allclose(out["logit_scale"], math.log(1 / 0.07), rtol=1e-6)
 
 
+def test_bfloat16_compute_keeps_float32_params_and_outputs(cfg, outputs):
+  """model.dtype=bfloat16: the same parameters (float32, same init), bf16 activations, float32 outputs close to
+  the float32 model's."""
+  inputs, out = outputs
+  bf16_cfg = cfg.copy_and_resolve_references()
+  bf16_cfg.dtype = "bfloat16"
+  model = SyncLipMAE(bf16_cfg, rngs=nnx.Rngs(0))
+  assert {x.dtype for x in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype(jnp.float32)}
+  assert model.encoder.blocks[0].mlp.fc1.dtype == jnp.bfloat16
+  bf16_out = nnx.jit(lambda m, x: m(x, num_frames=T))(model, inputs)
+  for name in ("z_voc", "audio_tokens", "recon_video"):
+    assert bf16_out[name].dtype == jnp.float32, name
+    a, b = np.asarray(out[name]).ravel(), np.asarray(bf16_out[name]).ravel()
+    assert np.corrcoef(a, b)[0, 1] > 0.99, name  # bf16 has 8 mantissa bits: close, not equal.
+    assert not np.array_equal(a, b), name  # ... and it did compute in bf16.
+  with pytest.raises(ValueError, match=r"model.dtype='float16' is not supported"):
+    SyncLipMAE(cfg, rngs=nnx.Rngs(0), dtype="float16")
+
+
 def test_id_source_selects_identity(outputs):
   inputs, out = outputs
   np.testing.assert_array_equal(out["z_id_cond"], np.asarray(out["z_id"])[np.asarray(inputs["id_source"])])
@@ -192,6 +211,15 @@ def test_conv_stem_token_sees_only_its_patch(cfg):
   changed = embed(patchify(images.at[0, :p, p:].set(0.0), p))  # Patch 1 of the 2 x 2 grid.
   np.testing.assert_array_equal(changed[0, [0, 2, 3]], ref[0, [0, 2, 3]])
   assert np.abs(np.asarray(changed[0, 1] - ref[0, 1])).max() > 1e-3
+
+
+@pytest.mark.parametrize("size,channels", [(8, 3), (4, 32), (16, 3), (7, 5)])
+def test_conv_stem_matmul_equals_the_convolution(size, channels):
+  """The stem's hand-written stride-2 conv (taps + one matmul) computes exactly what nnx.Conv computes."""
+  conv = nnx.Conv(channels, 6, (3, 3), strides=(2, 2), padding="SAME", rngs=nnx.Rngs(3))
+  conv.bias[...] = jax.random.normal(jax.random.key(1), conv.bias[...].shape)
+  x = jax.random.normal(jax.random.key(2), (5, size, size, channels))
+  np.testing.assert_allclose(vit._stride2_conv3x3(x, conv), conv(x), rtol=1e-5, atol=1e-5)
 
 
 def test_log_mel_matches_numpy_reference():

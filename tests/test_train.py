@@ -165,10 +165,12 @@ def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path)
   config = small_config(synthetic_corpus)
   config.model.image_size, config.model.patch_size, config.masking.mask_ratio = 128, 24, 1.0
   config.masking.ambient_min_shift, config.masking.ambient_max_shift = 2, config.data.num_frames
+  config.model.dtype = "float16"
   with pytest.raises(ValueError) as error:
     loop.pretrain(config, str(tmp_path))
   message = str(error.value)
   assert "model.image_size=128 but the corpus" in message and "has 64x64 frames" in message
   assert "model.patch_size=24 does not divide" in message and "masking.mask_ratio=1.0" in message
   assert f"ambient_max_shift={config.data.num_frames}: need 1 <= min <= max < data.num_frames" in message
+  assert "model.dtype='float16' must be one of ('float32', 'bfloat16')" in message
   assert not (tmp_path / "checkpoints").exists()

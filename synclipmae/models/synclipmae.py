@@ -45,10 +45,26 @@ def param_counts(model: nnx.Module) -> dict[str, int]:
   return dict(counts)
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def compute_dtype(name) -> jnp.dtype:
+  """The layers' computation dtype (`model.dtype`). Parameters, optimiser state, the log-mel front end, every
+  output of the model and so every loss stay float32: bfloat16 only changes what the matmuls and activations use."""
+  try:
+    dtype = jnp.dtype(name)
+  except TypeError:
+    dtype = None
+  if dtype is None or dtype.name not in COMPUTE_DTYPES:
+    raise ValueError(f"model.dtype={name!r} is not supported; choose one of {COMPUTE_DTYPES}")
+  return dtype
+
+
 class SyncLipMAE(nnx.Module):
   """Built from the model config (`configs/pretrain.py:model_config`): `SyncLipMAE(cfg, rngs=nnx.Rngs(0))`."""
 
-  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs, dtype=jnp.float32):
+  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs, dtype=None):
+    dtype = compute_dtype(dtype or cfg.get("dtype", "float32"))
     self.encoder = FrameEncoder(cfg, rngs=rngs, dtype=dtype)
     self.audio_encoder = audio_lib.make_audio_encoder(cfg.audio, rngs=rngs, dtype=dtype)
     self.audio_adapter = audio_lib.AudioAdapter(cfg, self.audio_encoder.hidden_size,

@@ -25,6 +25,7 @@ from flax import nnx
 from synclipmae import pretrained
 from synclipmae.data import pipeline
 from synclipmae.data.corpus import CORPUS_FILE, Corpus
+from synclipmae.models.synclipmae import COMPUTE_DTYPES
 from synclipmae.train import sharding
 from synclipmae.train.checkpoint import Checkpoints
 from synclipmae.train.metrics import MetricWriter, Progress
@@ -75,6 +76,8 @@ def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
   for name, weight in config.loss.items():
     if name in ("rec_video", "rec_audio", "con", "con_clip", "xcov") and not weight >= 0:
       problems.append(f"loss.{name}={weight} must be a non-negative weight")
+  if m.get("dtype", "float32") not in COMPUTE_DTYPES:
+    problems.append(f"model.dtype={m.dtype!r} must be one of {COMPUTE_DTYPES}")
   if m.audio.window_frames > m.audio.margin_frames:
     problems.append(f"model.audio.window_frames={m.audio.window_frames} needs margin_frames >= it "
                     f"(got {m.audio.margin_frames})")
