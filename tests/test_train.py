@@ -24,7 +24,8 @@ SMALL_MODEL = ["--config.model.encoder.width=32", "--config.model.encoder.depth=
                "--config.model.decoder.depth=1", "--config.model.decoder.num_heads=2",
                "--config.model.prompt_dim=16", "--config.model.audio.logmel.width=16",
                "--config.model.audio.adapter_hidden=32", "--config.data.batch_size=8",
-               "--config.data.num_frames=4"]
+               "--config.data.num_frames=4", "--config.model.encoder.mlp_ratio=4.0",
+               "--config.model.decoder.mlp_ratio=4.0"]
 
 
 def small_config(data_dir, **train):
