@@ -25,10 +25,6 @@ def parse_run(spec: str) -> tuple[str, list[str]]:
   return name, [o for o in overrides.split(",") if o]
 
 
-def flags_for(overrides: list[str]) -> list[str]:
-  return [f"--config.{o}" for o in overrides]
-
-
 def summary(workdir: str) -> dict | None:
   path = os.path.join(workdir, "sync_eval.json")
   if not os.path.exists(path):
@@ -36,8 +32,7 @@ def summary(workdir: str) -> dict | None:
   with open(path) as f:
     r = json.load(f)
   by_k = r.get("accuracy_by_context", {})
-  return {"accuracy": r["accuracy"], "k1": by_k.get("1"), "k15": by_k.get("15"), "lse_c": r["lse_c"],
-          "num_samples": r["num_samples"]}
+  return {"accuracy": r["accuracy"], "k1": by_k.get("1"), "k15": by_k.get("15"), "lse_c": r["lse_c"]}
 
 
 def main() -> None:
@@ -59,7 +54,7 @@ def main() -> None:
   env = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=str(args.mem_fraction or round(0.9 / args.parallel, 3)))
   os.makedirs(args.out, exist_ok=True)
   pending = [(n, o) for n, o in runs if summary(os.path.join(args.out, n)) is None]
-  active: dict[str, tuple[subprocess.Popen, float]] = {}
+  active: dict[str, tuple[subprocess.Popen, object, float]] = {}  # name -> (process, its log file, start time)
   failed = {}
   while pending or active:
     while pending and len(active) < args.parallel:
@@ -67,14 +62,15 @@ def main() -> None:
       workdir = os.path.join(args.out, name)
       os.makedirs(workdir, exist_ok=True)
       cmd = [sys.executable, "-m", "synclipmae.cli", "pretrain", f"--config={root}/configs/pretrain.py:{args.variant}",
-             f"--workdir={workdir}", *flags_for(common + overrides)]
+             f"--workdir={workdir}", *(f"--config.{o}" for o in common + overrides)]
       log = open(os.path.join(workdir, "sweep.log"), "w")
       print(f"start {name}: {' '.join(cmd[3:])}", flush=True)
-      active[name] = (subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT), time.time())
+      active[name] = (subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT), log, time.time())
     time.sleep(2)
-    for name, (proc, started) in list(active.items()):
+    for name, (proc, log, started) in list(active.items()):
       if proc.poll() is not None:
         del active[name]
+        log.close()
         print(f"done  {name}: exit {proc.returncode} after {time.time() - started:.0f} s", flush=True)
         if proc.returncode:
           failed[name] = proc.returncode

@@ -206,6 +206,6 @@ def _stride2_conv3x3(x: jax.Array, conv: nnx.Conv) -> jax.Array:
   x = jnp.pad(x, ((0, 0), (pad // 2, pad - pad // 2), (pad // 2, pad - pad // 2), (0, 0)))
   taps = jnp.concatenate([x[:, dy:dy + 2 * out - 1:2, dx:dx + 2 * out - 1:2] for dy in range(3) for dx in range(3)],
                          axis=-1)  # [n, out, out, 9c] in the kernel's (dy, dx, c) order.
-  kernel = conv.kernel[...].reshape(9 * c, -1)
-  y = jnp.einsum("nhwk,ko->nhwo", taps.astype(conv.dtype or x.dtype), kernel.astype(conv.dtype or x.dtype))
-  return y + conv.bias[...].astype(y.dtype)
+  dtype = conv.dtype or x.dtype
+  y = jnp.einsum("nhwk,ko->nhwo", taps.astype(dtype), conv.kernel[...].reshape(9 * c, -1).astype(dtype))
+  return y + conv.bias[...].astype(dtype)
