@@ -10,11 +10,11 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import av
 import numpy as np
 from absl import flags
 from PIL import Image, ImageDraw, ImageFont
 
+from data_pipelines import media
 from synclipmae.data.corpus import Corpus
 from synclipmae.data.records import ClipRecord
 
@@ -80,38 +80,20 @@ def contact_sheet(corpus: Corpus, split: str, indices: Sequence[int], path: str 
 def write_mp4(clip: ClipRecord, path: str | os.PathLike, vocab: Mapping[str, Sequence[str]] = {},
               scale: int = 4) -> Path:
   """H.264 + AAC mp4 of a clip, upscaled, with its per-frame labels written under the picture."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   height, width = clip.frame_size
   out_w, out_h = width * scale, height * scale + 24
   out_w, out_h = out_w + out_w % 2, out_h + out_h % 2  # yuv420p needs even sizes.
   font = _font(14)
-  frames = clip.decode_frames()
-  audio = clip.audio_float()
-  rate = int(round(clip.fps)) if float(clip.fps).is_integer() else clip.fps
-  with av.open(str(path), "w") as container:
-    video = container.add_stream("libx264", rate=rate)
-    video.width, video.height, video.pix_fmt = out_w, out_h, "yuv420p"
-    video.options = {"crf": "18"}
-    sound = container.add_stream("aac", rate=clip.sample_rate)
-    sound.layout = "mono"
-    for t, frame in enumerate(frames):
+
+  def captioned():
+    for t, frame in enumerate(clip.decode_frames()):
       canvas = Image.new("RGB", (out_w, out_h), "black")
       canvas.paste(Image.fromarray(frame).resize((width * scale, height * scale), Image.NEAREST), (0, 0))
       ImageDraw.Draw(canvas).text((4, height * scale + 4), _label_text(clip, t, vocab, _CAPTION_LABELS),
                                   fill="white", font=font)
-      for packet in video.encode(av.VideoFrame.from_image(canvas)):
-        container.mux(packet)
-    chunk = 1024
-    for i in range(0, len(audio), chunk):
-      piece = av.AudioFrame.from_ndarray(audio[None, i:i + chunk], format="flt", layout="mono")
-      piece.sample_rate, piece.pts = clip.sample_rate, i
-      for packet in sound.encode(piece):
-        container.mux(packet)
-    for stream in (video, sound):
-      for packet in stream.encode(None):
-        container.mux(packet)
-  return path
+      yield np.asarray(canvas)
+
+  return media.write_mp4(path, captioned(), clip.audio_float(), fps=clip.fps, sample_rate=clip.sample_rate)
 
 
 def preview(data_dir: str | os.PathLike, out_dir: str | os.PathLike, split: str = "train", num_clips: int = 8,

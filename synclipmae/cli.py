@@ -16,6 +16,9 @@ COMMANDS = {
     "precompute-audio": ("synclipmae.commands.precompute_audio", "store the frozen audio encoder's features of a "
                          "corpus (wav2vec 2.0)"),
     "eval-sync": ("synclipmae.commands.eval_sync", "zero-shot AV-sync accuracy of a checkpoint"),
+    "export": ("synclipmae.commands.export", "a pretraining run -> safetensors + config.json + model card"),
+    "extract": ("synclipmae.commands.extract", "per-frame tokens (z_id, z_voc, z_amb, audio) of videos"),
+    "sync": ("synclipmae.commands.sync", "zero-shot AV-sync offset + confidence of any video (and --fix_out)"),
     "synth": ("data_pipelines.synthetic.generate", "generate the synthetic talking-face corpus"),
     "prep": ("synclipmae.commands.prep", "real talking-face videos -> aligned face-crop clip records"),
     "preview": ("data_pipelines.preview", "contact sheet PNG + mp4 with audio of clips in a corpus"),
@@ -31,7 +34,7 @@ def _usage() -> str:
 def _user_errors() -> tuple[type[BaseException], ...]:
   """Errors that report bad input or a bad config (a ValueError, or the corpus reader's error), not a bug."""
   from synclipmae.data.corpus import CorpusError
-  return (ValueError, FileNotFoundError, CorpusError)
+  return (ValueError, FileNotFoundError, FileExistsError, CorpusError)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,6 +49,10 @@ def main(argv: list[str] | None = None) -> None:
   from absl import app, flags, logging  # absl parses the subcommand's flags (and grain workers need absl flags parsed).
   module = importlib.import_module(COMMANDS[command][0])
   module.define_flags()
+  # `--help` prints __main__'s docstring and the key flags of the program: make those the subcommand's.
+  sys.modules["__main__"].__doc__ = module.__doc__
+  for flag in flags.FLAGS.get_flags_for_module(module.__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
   def run(args):
     if not flags.FLAGS["verbosity"].present:  # orbax and grain log every file operation at INFO.

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from synclipmae.models import vit
 from synclipmae.models.vit import patchify  # The decoder's pixel layout; reconstruction targets use it.
@@ -102,6 +103,16 @@ def face_aware_keep(key: jax.Array | None, face_fraction: jax.Array, num_keep: i
   else:  # Stable tie-break towards lower indices: a tiny decreasing ramp, far below any weight difference.
     scores = scores - jnp.arange(num_patches, dtype=jnp.float32) * 1e-6
   return _top_k_sorted(scores, num_keep)
+
+
+def view_keep(view: dict, face_fraction: np.ndarray, mouth_fraction: np.ndarray) -> np.ndarray:
+  """The deterministic bypass-2 view: int32 [T, K], the K patches bypass 2 keeps most often (mouth region first,
+  then face; `face_aware_keep` without noise) for per-patch fractions [T, P]. `view` holds the pretraining
+  config's mask_ratio, face_bias and mouth_bias (what `synclipmae.inference` stores as views.motion)."""
+  face_fraction, mouth_fraction = jnp.asarray(face_fraction), jnp.asarray(mouth_fraction)
+  num_keep = num_kept(face_fraction.shape[-1], view["mask_ratio"])
+  return np.asarray(face_aware_keep(None, face_fraction, num_keep, view["face_bias"], mouth_fraction,
+                                    view.get("mouth_bias", 1.0)))
 
 
 def keep_to_mask(keep: jax.Array, num_patches: int) -> jax.Array:

@@ -1,6 +1,7 @@
 """Shared fixtures: small corpora built once per test session; 8 fake CPU devices for sharding tests."""
 
 import os
+from pathlib import Path
 
 # Before anything imports jax: 8 CPU devices, so sharded code paths run for real (DESIGN.md section 4).
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -52,3 +53,42 @@ def synthetic_corpus(tmp_path_factory):
                              seed=3)
   generate.generate(spec, directory, num_workers=1, train_shards=2, heldout_shards=1, quiet=True)
   return directory
+
+
+TRAINED_STEPS = 200
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+  """`mu` pretrained for TRAINED_STEPS steps on a 16-identity synthetic corpus, and its export.
+
+  Trained by the real command in a subprocess on one CPU device (about two minutes on 2 cores): long enough that
+  whole-clip sync of held-out clips works, so downstream tests and notebooks see a model that has learnt
+  something. Returns {"corpus", "workdir", "export"} (paths).
+  """
+  import subprocess
+  import sys
+
+  from data_pipelines.synthetic import clips, generate
+  # SYNCLIPMAE_TEST_TRAINED_RUN=DIR keeps the run in DIR and reuses it in later sessions (while editing tests).
+  keep = os.environ.get("SYNCLIPMAE_TEST_TRAINED_RUN")
+  root = Path(keep) if keep else tmp_path_factory.mktemp("trained_run")
+  corpus, workdir, export = root / "corpus", root / "mu", root / "export"
+  if keep and (export / "model.safetensors").exists():
+    return {"corpus": corpus, "workdir": workdir, "export": export}
+  spec = clips.SyntheticSpec(num_identities=16, num_heldout=4, clips_per_identity=8, seed=5)
+  generate.generate(spec, corpus, num_workers=2, quiet=True)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  # One device: strip the 8 fake devices (an all-blank XLA_FLAGS is read as a flags file name, so strip blanks too).
+  flags = os.environ["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8", "").strip()
+  env = {**os.environ, "XLA_FLAGS": flags}
+  commands = [
+      ["pretrain", "--config=configs/pretrain.py:mu", f"--workdir={workdir}", f"--config.data.dir={corpus}",
+       f"--config.train.num_steps={TRAINED_STEPS}", "--config.train.checkpoint_every=100",
+       "--config.eval.num_samples=64"],
+      ["export", f"--workdir={workdir}", f"--out={export}"]]
+  for command in commands:
+    result = subprocess.run([sys.executable, "-m", "synclipmae.cli", *command], cwd=repo, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  return {"corpus": corpus, "workdir": workdir, "export": export}

@@ -24,3 +24,9 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
 def test_unknown_command_lists_the_commands():
   result = _run("pretrian")
   assert result.returncode == 2 and "unknown command 'pretrian'" in result.stderr and "prep" in result.stderr
+
+
+def test_help_shows_the_subcommands_doc_and_flags():
+  result = _run("sync", "--help")  # (absl exits with status 1 after --help.)
+  assert "POSITIVE offset means the AUDIO LAGS" in result.stdout and "--fix_out" in result.stdout
+  assert "--workdir" in _run("export", "--help").stdout

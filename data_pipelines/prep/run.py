@@ -387,6 +387,11 @@ class InputProcessor:
 
   def process(self, item: Input) -> tuple[list[records.ClipRecord], dict[str, Any]]:
     """The clip records of one input and its stats; raises decode.PrepError when it yields none."""
+    clips, stats, _ = self.process_media(item)
+    return clips, stats
+
+  def process_media(self, item: Input) -> tuple[list[records.ClipRecord], dict[str, Any], np.ndarray]:
+    """`process`, plus the input's whole 16 kHz audio track (what feature extraction and sync scoring read)."""
     config = self.config
     timings: collections.Counter = collections.Counter()
     speaker = self.speaker_of(item)
@@ -439,7 +444,7 @@ class InputProcessor:
     timings["encode"] += time.perf_counter() - start
     stats["timings"] = dict(timings)
     stats["speaker"] = speaker
-    return clips, stats
+    return clips, stats, audio
 
   def _record(self, item: Input, speaker: str, reader: decode.MediaReader, audio: np.ndarray,
               clip: list[tuple]) -> records.ClipRecord:

@@ -49,6 +49,7 @@ def patch_fractions(masks: np.ndarray, patch_size: int) -> np.ndarray:
   """bool masks [T, H, W] -> float32 [T, num_patches]: the fraction of each patch (row-major) inside the mask."""
   return einops.reduce(masks.astype(np.float32), "t (h p) (w q) -> t (h w)", "mean", p=patch_size, q=patch_size)
 
+
 @dataclasses.dataclass(frozen=True)
 class WindowLoader:
   """Parses a record and cuts a window of `num_frames` frames with the audio under them (a grain random map).

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,10 +97,7 @@ def view_keep(view: dict[str, Any] | None, face_masks: np.ndarray, mouth_masks: 
   patch). Pass them to `model.encode_frames(frames, keep)` to get the z_voc evaluation and notebooks use."""
   if view is None:
     return None
-  face, mouth = (pipeline.patch_fractions(m, view["patch_size"]) for m in (face_masks, mouth_masks))
-  num_keep = masking.num_kept(face.shape[1], view["mask_ratio"])
-  return np.asarray(masking.face_aware_keep(None, jnp.asarray(face), num_keep, view["face_bias"],
-                                            jnp.asarray(mouth), view["mouth_bias"]))
+  return masking.view_keep(view, *(pipeline.patch_fractions(m, view["patch_size"]) for m in (face_masks, mouth_masks)))
 
 
 def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_offset: int = 15,
@@ -215,3 +213,145 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[st
   fig.savefig(png_path, dpi=110)
   plt.close(fig)
   return {"json": json_path, "plot": png_path}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sync of any video (`synclipmae sync`): the same scores on one video's own tokens.
+
+
+def offset_curves(z_voc: np.ndarray, frame_index: np.ndarray, audio_tokens: np.ndarray, max_offset: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """Per face frame and candidate offset d in -max_offset..max_offset: cosine similarity and distance between the
+  L2-normalised z_voc(t) and a(t + d). z_voc [N, D] at timeline frames `frame_index` [N]; audio_tokens [T, D].
+  Returns (similarity, distance), each [N, 2*max_offset+1], NaN where t + d falls outside the timeline."""
+  v = z_voc / np.maximum(np.linalg.norm(z_voc, axis=-1, keepdims=True), 1e-12)
+  a = audio_tokens / np.maximum(np.linalg.norm(audio_tokens, axis=-1, keepdims=True), 1e-12)
+  offsets = np.arange(-max_offset, max_offset + 1)
+  target = frame_index[:, None] + offsets[None]
+  valid = (target >= 0) & (target < len(a))
+  paired = a[np.clip(target, 0, len(a) - 1)]  # [N, C, D]
+  sims = np.where(valid, np.einsum("nd,ncd->nc", v, paired), np.nan)
+  dists = np.where(valid, np.linalg.norm(v[:, None] - paired, axis=-1), np.nan)
+  return sims, dists
+
+
+def _decide(sims: np.ndarray, dists: np.ndarray, max_offset: int, fps: float) -> dict[str, Any]:
+  """Offset (best mean similarity, as `evaluate` decides), LSE-D (min mean distance), LSE-C (median - min)."""
+  with np.errstate(invalid="ignore"), warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # All-NaN columns: offsets no frame can reach.
+    mean_sim, mean_dist = np.nanmean(sims, 0), np.nanmean(dists, 0)
+  best = int(np.nanargmax(mean_sim))
+  offset = best - max_offset
+  finite = mean_dist[np.isfinite(mean_dist)]
+  return {"offset_frames": offset, "offset_ms": round(offset * 1000.0 / fps, 1),
+          "confidence": float(np.median(finite) - finite.min()), "min_dist": float(finite.min()),
+          "_best": best, "_mean_sim": mean_sim, "_mean_dist": mean_dist}
+
+
+def describe_offset(offset_frames: int, fps: float = 25.0) -> str:
+  """The sign convention in words."""
+  if offset_frames == 0:
+    return "in sync (offset 0)"
+  ms = abs(offset_frames) * 1000.0 / fps
+  side = "lags" if offset_frames > 0 else "leads"
+  return (f"audio {side} video by {abs(offset_frames)} frame{'s' if abs(offset_frames) != 1 else ''} "
+          f"({ms:.0f} ms; offset {offset_frames:+d})")
+
+
+def score_video(tokens, *, max_offset: int = 15, window_frames: int | None = 250,
+                min_frames: int = 10) -> dict[str, Any]:
+  """Sync of one video's tokens (`synclipmae.inference.VideoTokens`).
+
+  The whole video is the context (every face frame); videos longer than `window_frames` are also scored per
+  window (drift, a cut mid-video). Returns the summary keys `video`, `offset_frames`, `offset_ms`, `confidence`
+  (LSE-C: median - min of the mean distance over offsets), `min_dist` (LSE-D), `num_frames` (face frames scored),
+  plus `offset_in_words`, `timeline_frames`, `windows`, and the curves (`curve`, `frame_confidence`).
+  Per-frame confidence is syncnet_python's: the median of the mean distance curve minus the frame's own distance
+  at the chosen offset, median-filtered over 9 frames.
+  """
+  from scipy.signal import medfilt
+  n = len(tokens.frame_index)
+  if n < min_frames:
+    raise ValueError(f"{tokens.video}: only {n} frames with a face; sync needs at least {min_frames}")
+  sims, dists = offset_curves(tokens.z_voc, tokens.frame_index, tokens.audio_tokens, max_offset)
+  overall = _decide(sims, dists, max_offset, tokens.fps)
+  frame_dist = dists[:, overall["_best"]]
+  frame_conf = np.median(overall["_mean_dist"][np.isfinite(overall["_mean_dist"])]) - frame_dist
+  frame_conf = medfilt(np.nan_to_num(frame_conf), kernel_size=min(9, n - 1 + n % 2))
+  windows = []
+  if window_frames and tokens.num_frames > window_frames:
+    for start in range(0, tokens.num_frames, window_frames):
+      inside = (tokens.frame_index >= start) & (tokens.frame_index < start + window_frames)
+      if inside.sum() < min_frames:
+        continue
+      w = _decide(sims[inside], dists[inside], max_offset, tokens.fps)
+      windows.append({"start_s": start / tokens.fps,
+                      "end_s": min(start + window_frames, tokens.num_frames) / tokens.fps,
+                      "num_frames": int(inside.sum()), **{k: v for k, v in w.items() if not k.startswith("_")}})
+  return {"video": tokens.video, "offset_frames": overall["offset_frames"], "offset_ms": overall["offset_ms"],
+          "confidence": round(overall["confidence"], 5), "min_dist": round(overall["min_dist"], 5), "num_frames": n,
+          "offset_in_words": describe_offset(overall["offset_frames"], tokens.fps),
+          "offset_convention": OFFSET_CONVENTION, "timeline_frames": tokens.num_frames, "fps": tokens.fps,
+          "windows": windows,
+          "curve": {"offsets": list(range(-max_offset, max_offset + 1)),
+                    "similarity": np.round(overall["_mean_sim"], 5).tolist(),
+                    "distance": np.round(overall["_mean_dist"], 5).tolist()},
+          "frame_index": tokens.frame_index.tolist(), "frame_confidence": np.round(frame_conf, 4).tolist()}
+
+
+SUMMARY_KEYS = ("video", "offset_frames", "offset_ms", "confidence", "min_dist", "num_frames")
+
+
+def plot_video_sync(result: dict[str, Any], path: str | os.PathLike) -> str:
+  """PNG: score vs offset (similarity and distance), per-frame confidence and per-window offsets over time.
+
+  Drawn on a bare matplotlib Figure (no pyplot), so calling it leaves a notebook's plotting backend alone."""
+  from matplotlib.figure import Figure
+  curve = result["curve"]
+  fig = Figure(figsize=(12, 4))
+  left, right = fig.subplots(1, 2)
+  left.plot(curve["offsets"], curve["similarity"], "o-", ms=3, label="mean cosine similarity")
+  left.axvline(result["offset_frames"], color="gray", ls="--")
+  twin = left.twinx()
+  twin.plot(curve["offsets"], curve["distance"], "s-", ms=2, color="tab:orange", label="mean distance")
+  twin.set_ylabel("mean distance (LSE-D at the minimum)")
+  left.set(xlabel="candidate offset (frames; + = audio lags video)", ylabel="similarity",
+           title=f"{os.path.basename(result['video'])}: {result['offset_in_words']}")
+  left.legend(loc="upper left", fontsize=8)
+  times = np.asarray(result["frame_index"]) / result["fps"]
+  right.plot(times, result["frame_confidence"], lw=1)
+  right.set(xlabel="time (s)", ylabel="per-frame confidence",
+            title=f"confidence {result['confidence']:.3f}, min dist {result['min_dist']:.3f}")
+  if result["windows"]:
+    twin = right.twinx()
+    for w in result["windows"]:
+      twin.hlines(w["offset_frames"], w["start_s"], w["end_s"], color="tab:red")
+    twin.set_ylabel("window offset (frames)", color="tab:red")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  return str(path)
+
+
+def write_shifted_videos(corpus: Corpus, split: str, out_dir: str | os.PathLike, *, num_videos: int = 40,
+                         max_offset: int = 15, seed: int = 0) -> list[dict[str, Any]]:
+  """Clips of a corpus split written as ordinary mp4 files (H.264 aligned crops + AAC audio) with their audio
+  delayed by known offsets: every offset in -max_offset..max_offset once and the rest unshifted (offset 0), or a
+  random subset of the offsets when num_videos is smaller; each video from a different clip while the split has
+  enough. The audio keeps the clip's length (silence where the delayed track has none). Returns
+  [{"video", "clip_id", "true_offset"}]: what `synclipmae sync --aligned` should find."""
+  from data_pipelines import media
+  rng = np.random.default_rng(seed)
+  offsets = list(range(-max_offset, max_offset + 1))
+  offsets += [0] * max(0, num_videos - len(offsets))
+  if len(offsets) > num_videos:
+    offsets = sorted(rng.choice(offsets, num_videos, replace=False).tolist())
+  order = rng.permutation(len(corpus.manifest(split)))
+  out = []
+  for i, shift in enumerate(offsets):
+    clip = corpus.read(split, int(order[i % len(order)]))
+    spf = int(clip.samples_per_frame)
+    audio = shifted_audio_window(clip.audio_float(), 0, clip.num_frames, shift, 0, spf)
+    path = os.path.join(out_dir, f"{i:03d}-{clip.clip_id}-shift{shift:+03d}.mp4")
+    media.write_mp4(path, clip.decode_frames(), audio, fps=clip.fps, sample_rate=clip.sample_rate)
+    out.append({"video": path, "clip_id": clip.clip_id, "true_offset": int(shift)})
+  return out
