@@ -102,12 +102,13 @@ def main() -> None:
   parts["decode"] = time.perf_counter() - start
   frames = np.concatenate([e[1] for e in entries])
   start = time.perf_counter()
-  pretrained.encode_frames(frames)
+  encoded = pretrained.encode_frames(frames)
   parts["frames"] = time.perf_counter() - start
   start = time.perf_counter()
-  pretrained.encode_audio(footage.audio_track(), footage.num_frames)
+  audio_tokens = pretrained.encode_audio(footage.audio_track(), footage.num_frames)
   parts["audio"] = time.perf_counter() - start
-  tokens = inference.video_tokens(pretrained, video, aligned=True)
+  tokens = inference.VideoTokens(video=video, num_frames=footage.num_frames, frame_index=np.arange(len(frames)),
+                                 audio_tokens=audio_tokens, segments=[(0, len(frames))], aligned=True, **encoded)
   start = time.perf_counter()
   result = sync.score_video(tokens)
   sync.plot_video_sync(result, os.path.join(work, "plot.png"))

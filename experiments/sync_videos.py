@@ -5,7 +5,8 @@
 Writes --num_videos held-out clips of the corpus as mp4 (H.264 + AAC) with the audio delayed by every offset in
 -15..+15 once and the rest unshifted, runs the `sync` command's function on them (whole-clip context, the same
 code path as the command), and prints the accuracy (predicted offset within +-1 frame of the truth), exact
-accuracy, and the confidence of unshifted vs shifted videos, as a BENCHMARKS.md table row.
+accuracy, and the confidence of unshifted vs shifted videos, as a BENCHMARKS.md table row. `--untrained` scores
+the same videos with a freshly initialised model of the same config (the negative control: chance is ~3/31).
 """
 
 from __future__ import annotations
@@ -26,11 +27,19 @@ def main() -> None:
   parser.add_argument("--out", required=True)
   parser.add_argument("--num_videos", type=int, default=40)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--untrained", action="store_true", help="Random weights, the model's config and views.")
   args = parser.parse_args()
 
+  from flax import nnx
+
+  from synclipmae import inference
   from synclipmae.commands.sync import sync_videos
   from synclipmae.data.corpus import Corpus
   from synclipmae.eval import sync
+  from synclipmae.models import SyncLipMAE
+  model = inference.load_pretrained(args.model)
+  if args.untrained:
+    model = inference.Pretrained(SyncLipMAE(model.config, rngs=nnx.Rngs(args.seed)), model.info, "untrained")
   videos_dir = os.path.join(args.out, "videos")
   plan = sync.write_shifted_videos(Corpus(args.data), args.split, videos_dir, num_videos=args.num_videos,
                                    seed=args.seed)
@@ -38,7 +47,7 @@ def main() -> None:
   if os.path.exists(json_path):
     os.remove(json_path)
   start = time.time()
-  sync_videos(args.model, [p["video"] for p in plan], out=os.path.join(args.out, "details"), json_path=json_path,
+  sync_videos(model, [p["video"] for p in plan], out=os.path.join(args.out, "details"), json_path=json_path,
               aligned=True, retry_failed=True, quiet=True, echo=lambda *_: None)
   seconds = time.time() - start
   results = {r["video"]: r for r in map(json.loads, open(json_path))}
@@ -65,7 +74,7 @@ def main() -> None:
     if not r["found"] or abs(r["offset_frames"] - r["true_offset"]) > 1:
       print(f"  miss: {r['video']} true {r['true_offset']:+d} predicted {r.get('offset_frames')}")
   print(json.dumps(summary, indent=1))
-  print(f"| {args.model} | {summary['scored']}/{summary['videos']} | {summary['mean_frames']:.0f} | "
+  print(f"| {model.path} | {summary['scored']}/{summary['videos']} | {summary['mean_frames']:.0f} | "
         f"**{summary['accuracy']:.1%}** | {summary['accuracy_exact']:.1%} | {summary['unshifted_offset0']:.0%} | "
         f"{summary['confidence_unshifted']:.3f} / {summary['confidence_shifted']:.3f} |")
 

@@ -479,25 +479,6 @@ def job_name(shard_index: int, num_shards: int) -> str:
   return f"j{shard_index:05d}of{num_shards:05d}"
 
 
-def _append_line(path: Path, entry: dict[str, Any]) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, "a") as f:
-    f.write(json.dumps(entry) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-  """Lines of a JSONL file; a torn last line (a killed writer) is ignored."""
-  out = []
-  for line in path.read_text().splitlines():
-    try:
-      out.append(json.loads(line))
-    except json.JSONDecodeError:
-      continue
-  return out
-
-
 class PartWriter:
   """One worker's output: a shard per split, committed (closed + manifest) every `shard_size` clips and at close."""
 
@@ -539,7 +520,7 @@ class PartWriter:
 
   def fail(self, item: Input, stage: str, reason: str) -> dict[str, Any]:
     entry = {"input": item.key, "path": item.path, "stage": stage, "reason": reason}
-    _append_line(self.failures_path, entry)
+    corpus_lib.append_jsonl(self.failures_path, entry)
     return entry
 
 
@@ -609,10 +590,10 @@ def read_state(out_dir: str | os.PathLike) -> tuple[set[str], dict[str, dict[str
   out_dir = Path(out_dir)
   done = set()
   for manifest in sorted((out_dir / PARTS_DIR).glob("*.jsonl")):
-    done.update(e.get("input", e["source"]) for e in _read_jsonl(manifest))
+    done.update(e.get("input", e["source"]) for e in corpus_lib.read_jsonl(manifest))
   failed = {}
   for path in sorted((out_dir / FAILURES_DIR).glob("*.jsonl")):
-    for entry in _read_jsonl(path):
+    for entry in corpus_lib.read_jsonl(path):
       if "input" in entry:
         failed[entry["input"]] = entry
   return done, failed
@@ -650,7 +631,7 @@ def finalize(out_dir: str | os.PathLike) -> dict[str, Any]:
   per_split: dict[str, list[dict[str, Any]]] = {"train": []}
   seen: dict[str, str] = {}
   for manifest in sorted((out_dir / PARTS_DIR).glob("*.jsonl")):
-    entries = _read_jsonl(manifest)
+    entries = corpus_lib.read_jsonl(manifest)
     shard = f"{PARTS_DIR}/{manifest.stem}.array_record"
     if not (out_dir / shard).is_file():
       raise RunError(f"{manifest}: its shard {shard} is missing")

@@ -49,18 +49,9 @@ def extract_videos(model, videos: Sequence[str], out: str, *, aligned: bool = Fa
   from data_pipelines.prep import run
   from synclipmae import inference
   from synclipmae.commands import video_batch
-  inputs = video_batch.list_videos(videos)
-  batch = video_batch.VideoBatch(os.path.join(out, "manifest.jsonl"), os.path.join(out, "failures.jsonl"),
-                                 retry_failed)
-  todo, skipped = batch.pending(inputs)
-  if skipped:
-    echo(f"skipping {skipped} videos already extracted or failed in {out}")
-  if not todo:
-    return {"done": 0, "failed": 0, "skipped": skipped}
-  pretrained = model if isinstance(model, inference.Pretrained) else inference.load_pretrained(model)
   os.makedirs(out, exist_ok=True)
 
-  def extract(video):
+  def extract(pretrained, reader, video):
     tokens = inference.video_tokens(pretrained, video, aligned=aligned, reader=reader, frame_batch=frame_batch)
     file = run.video_id(video) + ".safetensors"
     save_tokens(tokens, os.path.join(out, file), pretrained.path, pretrained.step)
@@ -68,11 +59,11 @@ def extract_videos(model, videos: Sequence[str], out: str, *, aligned: bool = Fa
             "face_frames": int(len(tokens.frame_index)), "duration_s": round(tokens.duration_s, 3),
             "segments": tokens.segments, "aligned": aligned}
 
-  with inference.VideoReader(pretrained.image_size, aligned) as reader:
-    for entry in video_batch.each_video(todo, batch, extract, quiet=quiet):
-      batch.done(entry)
-  echo(f"{out}: {batch.num_done} videos extracted, {batch.num_failed} failed, {skipped} skipped")
-  return {"done": batch.num_done, "failed": batch.num_failed, "skipped": skipped}
+  counts = video_batch.run_videos(model, videos, extract, results=os.path.join(out, "manifest.jsonl"),
+                                  failures=os.path.join(out, "failures.jsonl"), aligned=aligned,
+                                  retry_failed=retry_failed, quiet=quiet, echo=echo)
+  echo(f"{out}: {counts['done']} videos extracted, {counts['failed']} failed, {counts['skipped']} skipped")
+  return counts
 
 
 def main(argv: Sequence[str]) -> None:

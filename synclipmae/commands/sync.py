@@ -47,21 +47,11 @@ def sync_videos(model, videos: Sequence[str], *, out: str = "sync_out", json_pat
   from synclipmae import inference
   from synclipmae.commands import video_batch
   from synclipmae.eval import sync
-  inputs = video_batch.list_videos(videos)
-  batch = video_batch.VideoBatch(json_path or os.path.join(out, "sync.jsonl"), os.path.join(out, "failures.jsonl"),
-                                 retry_failed)
-  todo, skipped = batch.pending(inputs)
-  if skipped:
-    echo(f"skipping {skipped} videos already scored or failed in {out}")
-  if not todo:
-    return {"done": 0, "failed": 0, "skipped": skipped}
-  pretrained = model if isinstance(model, inference.Pretrained) else inference.load_pretrained(model)
   os.makedirs(out, exist_ok=True)
-  window = max(1, round(window_s * inference.FPS))
 
-  def score(video):
+  def score(pretrained, reader, video):
     tokens = inference.video_tokens(pretrained, video, aligned=aligned, reader=reader)
-    result = sync.score_video(tokens, max_offset=max_offset, window_frames=window)
+    result = sync.score_video(tokens, max_offset=max_offset, window_frames=max(1, round(window_s * tokens.fps)))
     stem = os.path.join(out, run.video_id(video))
     with open(stem + ".json", "w") as f:
       json.dump(result, f)
@@ -69,14 +59,13 @@ def sync_videos(model, videos: Sequence[str], *, out: str = "sync_out", json_pat
     if fix_out:
       from data_pipelines import media
       media.shift_audio(video, os.path.join(fix_out, os.path.basename(video)), result["offset_ms"] / 1000.0)
-    return result
+    echo(f"{video}: {result['offset_in_words']}; confidence {result['confidence']:.3f}, "
+         f"min dist {result['min_dist']:.3f}, {result['num_frames']} frames")
+    return {k: result[k] for k in sync.SUMMARY_KEYS}
 
-  with inference.VideoReader(pretrained.image_size, aligned) as reader:
-    for result in video_batch.each_video(todo, batch, score, quiet=quiet):
-      batch.done({k: result[k] for k in sync.SUMMARY_KEYS})
-      echo(f"{result['video']}: {result['offset_in_words']}; confidence {result['confidence']:.3f}, "
-           f"min dist {result['min_dist']:.3f}, {result['num_frames']} frames")
-  return {"done": batch.num_done, "failed": batch.num_failed, "skipped": skipped}
+  return video_batch.run_videos(model, videos, score, results=json_path or os.path.join(out, "sync.jsonl"),
+                                failures=os.path.join(out, "failures.jsonl"), aligned=aligned,
+                                retry_failed=retry_failed, quiet=quiet, echo=echo)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -8,12 +8,12 @@ already in either file (`retry_failed` tries the failed ones again).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from synclipmae.data.corpus import append_jsonl, read_jsonl
 
 
 def list_videos(specs: Sequence[str]) -> list[str]:
@@ -25,62 +25,39 @@ def list_videos(specs: Sequence[str]) -> list[str]:
     raise ValueError(str(e)) from None
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-  if not path.exists():
-    return []
-  out = []
-  for line in path.read_text().splitlines():
-    try:
-      out.append(json.loads(line))
-    except json.JSONDecodeError:
-      continue  # A torn last line from a killed run.
-  return out
-
-
-class VideoBatch:
-  """The bookkeeping of one batch run: `pending(videos)`, then `done(entry)` / `failed(video, stage, reason)`."""
-
-  def __init__(self, results: str | os.PathLike | None, failures: str | os.PathLike, retry_failed: bool = False):
-    self.results = Path(results) if results else None
-    self.failures = Path(failures)
-    self._done = {e.get("video") for e in _read_jsonl(self.results)} if self.results else set()
-    self._failed = set() if retry_failed else {e.get("video") for e in _read_jsonl(self.failures)}
-    self.num_done = self.num_failed = 0
-
-  def pending(self, videos: Sequence[str]) -> tuple[list[str], int]:
-    """(videos still to do, how many were skipped as finished or failed in an earlier run)."""
-    todo = [v for v in videos if v not in self._done and v not in self._failed]
-    return todo, len(videos) - len(todo)
-
-  def done(self, entry: dict[str, Any]) -> None:
-    if self.results:
-      _append(self.results, entry)
-    self.num_done += 1
-
-  def failed(self, video: str, stage: str, reason: str) -> None:
-    _append(self.failures, {"video": video, "stage": stage, "reason": reason})
-    self.num_failed += 1
-
-
-def _append(path: Path, entry: dict[str, Any]) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, "a") as f:
-    f.write(json.dumps(entry) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def each_video(videos: Sequence[str], batch: VideoBatch, work, *, quiet: bool = False) -> Iterator[Any]:
-  """Calls work(video) for each video with a progress bar; yields its results. A video whose work raises a
-  ValueError (a decode.PrepError names the stage) is recorded as failed and the run goes on."""
+def run_videos(model, videos: Sequence[str], work: Callable[[Any, Any, str], dict[str, Any]], *, results: str,
+               failures: str, aligned: bool = False, retry_failed: bool = False, quiet: bool = False,
+               echo=print) -> dict[str, int]:
+  """Calls work(pretrained, reader, video) -> the video's results line, for each video not done yet, with a
+  progress bar. `model` is a path (loaded once, only if there is work) or a loaded `Pretrained`; `reader` is one
+  `VideoReader` (face models loaded once). A video whose work raises a ValueError (a decode.PrepError names the
+  stage) goes to the failures file with its reason, printed on stderr, and the run goes on.
+  Returns {"done", "failed", "skipped"} counts."""
   from tqdm import tqdm
-  bar = tqdm(videos, unit="video", disable=quiet or len(videos) < 2)
-  for video in bar:
-    bar.set_postfix_str(os.path.basename(video)[-30:])
-    try:
-      yield work(video)
-    except ValueError as e:
-      stage = getattr(e, "stage", "error")
-      reason = getattr(e, "reason", str(e))
-      batch.failed(video, stage, reason)
-      tqdm.write(f"{video}: {stage}: {reason}", file=sys.stderr)
+
+  from synclipmae import inference
+  inputs = list_videos(videos)
+  done = {e.get("video") for e in read_jsonl(results)}
+  failed = set() if retry_failed else {e.get("video") for e in read_jsonl(failures)}
+  todo = [v for v in inputs if v not in done and v not in failed]
+  counts = {"done": 0, "failed": 0, "skipped": len(inputs) - len(todo)}
+  if counts["skipped"]:
+    echo(f"skipping {counts['skipped']} videos already in {results} or {failures}")
+  if not todo:
+    return counts
+  pretrained = model if isinstance(model, inference.Pretrained) else inference.load_pretrained(model)
+  with inference.VideoReader(pretrained.image_size, aligned) as reader:
+    bar = tqdm(todo, unit="video", disable=quiet or len(todo) < 2)
+    for video in bar:
+      bar.set_postfix_str(os.path.basename(video)[-30:])
+      try:
+        entry = work(pretrained, reader, video)
+      except ValueError as e:
+        stage, reason = getattr(e, "stage", "error"), getattr(e, "reason", str(e))
+        append_jsonl(failures, {"video": video, "stage": stage, "reason": reason})
+        tqdm.write(f"{video}: {stage}: {reason}", file=sys.stderr)
+        counts["failed"] += 1
+        continue
+      append_jsonl(results, entry)
+      counts["done"] += 1
+  return counts

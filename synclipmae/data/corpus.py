@@ -130,6 +130,30 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
   os.replace(partial, path)
 
 
+def append_jsonl(path: str | os.PathLike, entry: Mapping[str, Any]) -> None:
+  """Appends one JSON line and fsyncs it: a log that a killed process leaves whole up to its last line."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "a") as f:
+    f.write(json.dumps(entry) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+  """Lines of a JSONL file (none if it does not exist); a torn last line (a killed writer) is ignored."""
+  path = Path(path)
+  if not path.exists():
+    return []
+  out = []
+  for line in path.read_text().splitlines():
+    try:
+      out.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return out
+
+
 class Corpus:
   """Read access to a finished corpus directory."""
 
