@@ -62,10 +62,12 @@ class Pretrained:
   model: the nnx module (`model.encode_frames`, `encode_audio`, `decode`; see SyncLipMAE).
   info: the export's config.json (variant, step, model config, views, training corpus, sync results).
   path: where it was loaded from.
+  run_config: the whole pretraining config when loaded from a workdir (None for an export).
   """
   model: SyncLipMAE
   info: dict[str, Any]
   path: str
+  run_config: ml_collections.ConfigDict | None = None
 
   def __post_init__(self):
     self.config = ml_collections.ConfigDict(self.info["model"])
@@ -258,7 +260,7 @@ def _load_export(path: Path) -> Pretrained:
 def _load_workdir(path: Path, step: int | None) -> Pretrained:
   from synclipmae.train.checkpoint import load_model
   model, config, step = load_model(path, step)
-  return Pretrained(model=model, info=info_from_config(config, step), path=str(path))
+  return Pretrained(model=model, info=info_from_config(config, step), path=str(path), run_config=config)
 
 
 def info_from_config(config: ml_collections.ConfigDict, step: int, corpus_dir: str | None = None,

@@ -25,9 +25,13 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   from synclipmae.data.corpus import Corpus
   from synclipmae.eval import sync
-  from synclipmae.train.checkpoint import load_model
-  model, config, step = load_model(f.workdir, f.step)
-  result = sync.evaluate_config(model, Corpus(f.data or config.data.dir), config, split=f.split,
+  from synclipmae.inference import load_pretrained
+  pretrained = load_pretrained(f.workdir, f.step)
+  config, step = pretrained.run_config, pretrained.step
+  if config is None:
+    raise ValueError(f"{f.workdir} is an export; eval-sync evaluates a pretraining workdir (use `synclipmae sync` "
+                     "on video files for an export)")
+  result = sync.evaluate_config(pretrained.model, Corpus(f.data or config.data.dir), config, split=f.split,
                                 context_frames=f.context_frames, num_samples=f.num_samples)
   result["checkpoint_step"] = step
   written = sync.write_results(result, f.out or f.workdir)
