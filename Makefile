@@ -16,7 +16,7 @@ demo: install
 	$(BIN)/synclipmae demo --workdir runs/demo
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 bench: install
 	$(BIN)/python experiments/bench_pipeline.py

@@ -16,6 +16,7 @@ COMMANDS = {
     "precompute-audio": ("synclipmae.commands.precompute_audio", "store the frozen audio encoder's features of a "
                          "corpus (wav2vec 2.0)"),
     "eval-sync": ("synclipmae.commands.eval_sync", "zero-shot AV-sync accuracy of a checkpoint"),
+    "eval-factors": ("synclipmae.commands.eval_factors", "which token carries which ground-truth factor (probes)"),
     "export": ("synclipmae.commands.export", "a pretraining run -> safetensors + config.json + model card"),
     "extract": ("synclipmae.commands.extract", "per-frame tokens (z_id, z_voc, z_amb, audio) of videos"),
     "sync": ("synclipmae.commands.sync", "zero-shot AV-sync offset + confidence of any video (and --fix_out)"),

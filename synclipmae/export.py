@@ -55,6 +55,9 @@ def export(workdir: str | os.PathLike, out: str | os.PathLike, *, step: int | No
     info["sync_eval"] = {k: sync_eval[k] for k in ("accuracy", "accuracy_by_context", "context_frames",
                                                     "num_samples", "chance_accuracy", "lse_d", "lse_c", "split",
                                                     "checkpoint_step", "offset_convention") if k in sync_eval}
+  factors = _read_json(workdir / "factors.json")
+  if factors and factors.get("step") == step:
+    info["factors"] = {k: factors[k] for k in ("matrix", "metric", "chance", "split", "num_frames") if k in factors}
   weights = flat_weights(model)
   out.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -128,6 +131,14 @@ def model_card(info: dict[str, Any], weights: dict[str, np.ndarray]) -> str:
               f"{sync.get('chance_accuracy', float('nan')):.1%}); LSE-D {sync.get('lse_d', float('nan')):.3f}, "
               f"LSE-C {sync.get('lse_c', float('nan')):.3f}",
               f"- offset sign: {sync.get('offset_convention', '')}"]
+  factors = info.get("factors")
+  if factors:
+    names = list(factors["metric"])
+    lines += ["", f"## Which token carries which factor ({factors['split']} split, linear probes; "
+              "`synclipmae eval-factors`)",
+              "| token | " + " | ".join(f"{n} ({factors['metric'][n]})" for n in names) + " |",
+              "|---|" + "---|" * len(names)]
+    lines += [f"| {t} | " + " | ".join(f"{v[n]:.2f}" for n in names) + " |" for t, v in factors["matrix"].items()]
   lines += ["", "## How to use it", "```python", "import synclipmae",
             "pretrained = synclipmae.load_pretrained('THIS_DIRECTORY')",
             "tokens = synclipmae.video_tokens(pretrained, 'video.mp4')            # raw video: face pipeline",

@@ -62,8 +62,10 @@ def test_export_directory_and_model_card(trained_run):
   weights = load_file(directory / "model.safetensors")
   assert not any("opt" in name or "mu" == name.split("/")[0] for name in weights)  # No optimiser state.
   assert any(name.startswith("audio_encoder/") for name in weights)
+  assert info["factors"]["matrix"]["z_id"]["identity"] > 0.5  # pretrain ran the factor probes; the card shows them.
   card = (directory / "README.md").read_text()
   assert "step 200" in card and "load_pretrained" in card and "Zero-shot AV sync" in card
+  assert "| z_amb |" in card
 
 
 def _copy_export(trained_run, tmp_path):

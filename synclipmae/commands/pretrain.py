@@ -49,9 +49,27 @@ def train_and_evaluate(config, workdir: str, evaluate: bool = True) -> dict[str,
     print(f"zero-shot sync accuracy on {result['split']}: {result['accuracy']:.1%} "
           f"(K={result['context_frames']}, {result['num_samples']} samples, chance {result['chance_accuracy']:.1%})")
     paths.update(sync_eval=written["json"], sync_plot=written["plot"])
+    paths.update(_evaluate_factors(model, run["corpus"], config, workdir, int(run["state"].step)))
   for name, path in paths.items():
     print(f"  {name + ':':13s} {os.path.abspath(path)}")
   return paths
+
+
+def _evaluate_factors(model, corpus, config, workdir: str, step: int) -> dict[str, str]:
+  """The factor matrix (`synclipmae eval-factors`) when the eval split carries the ground-truth factor labels (the
+  synthetic corpus); nothing otherwise."""
+  from synclipmae import inference
+  from synclipmae.eval import factors
+  split = config.data.eval_split
+  if not corpus.manifest(split) or not all(label in corpus.read(split, 0).labels
+                                           for label, _ in factors.FACTORS.values()):
+    return {}
+  pretrained = inference.Pretrained(model, inference.info_from_config(config, step), workdir, run_config=config)
+  result = factors.evaluate(pretrained, corpus, split)
+  result["step"] = step
+  written = factors.write_results(result, workdir)
+  print(f"factor probes on {split} ({result['num_frames']} frames):\n{factors.format_matrix(result)}")
+  return {"factors": written["json"], "factors_plot": written["plot"]}
 
 
 def main(argv: Sequence[str]) -> None:
