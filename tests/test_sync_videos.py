@@ -80,6 +80,8 @@ def test_sync_reports_known_offsets_with_their_sign_and_fix_out_puts_them_at_zer
   assert any("audio leads video by 12 frames" in line for line in lines)
   details = json.load(open(tmp_path / "out" / f"{run.video_id(videos[3])}.json"))
   assert len(details["frame_confidence"]) == 100 and details["curve"]["offsets"][0] == -15
+  # The last 4 frames' sound (4 frames later) is past the end of the video: no per-frame confidence for them.
+  assert details["frame_confidence"][-4:] == [None] * 4 and None not in details["frame_confidence"][:-4]
   assert len(list((tmp_path / "out").glob("*.png"))) == 5
 
   # The fixed copies: audio moved by the measured offset, the video stream copied untouched.

@@ -277,7 +277,9 @@ def score_video(tokens, *, max_offset: int = 15, window_frames: int | None = 250
   overall = _decide(sims, dists, max_offset, tokens.fps)
   frame_dist = dists[:, overall["_best"]]
   frame_conf = np.median(overall["_mean_dist"][np.isfinite(overall["_mean_dist"])]) - frame_dist
-  frame_conf = medfilt(np.nan_to_num(frame_conf), kernel_size=min(9, n - 1 + n % 2))
+  scored = np.isfinite(frame_conf)  # Frames whose audio at the chosen offset lies outside the video have none.
+  if scored.sum() >= 1:
+    frame_conf[scored] = medfilt(frame_conf[scored], kernel_size=min(9, scored.sum() - 1 + scored.sum() % 2))
   windows = []
   if window_frames and tokens.num_frames > window_frames:
     for start in range(0, tokens.num_frames, window_frames):
@@ -296,7 +298,7 @@ def score_video(tokens, *, max_offset: int = 15, window_frames: int | None = 250
           "curve": {"offsets": list(range(-max_offset, max_offset + 1)),
                     "similarity": np.round(overall["_mean_sim"], 5).tolist(),
                     "distance": np.round(overall["_mean_dist"], 5).tolist()},
-          "frame_index": tokens.frame_index.tolist(), "frame_confidence": np.round(frame_conf, 4).tolist()}
+          "frame_index": tokens.frame_index.tolist(), "frame_confidence": [round(float(c), 4) if np.isfinite(c) else None for c in frame_conf]}
 
 
 SUMMARY_KEYS = ("video", "offset_frames", "offset_ms", "confidence", "min_dist", "num_frames")
@@ -310,16 +312,19 @@ def plot_video_sync(result: dict[str, Any], path: str | os.PathLike) -> str:
   curve = result["curve"]
   fig = Figure(figsize=(12, 4))
   left, right = fig.subplots(1, 2)
-  left.plot(curve["offsets"], curve["similarity"], "o-", ms=3, label="mean cosine similarity")
+  similarity = left.plot(curve["offsets"], curve["similarity"], "o-", ms=3, label="mean cosine similarity")
   left.axvline(result["offset_frames"], color="gray", ls="--")
   twin = left.twinx()
-  twin.plot(curve["offsets"], curve["distance"], "s-", ms=2, color="tab:orange", label="mean distance")
-  twin.set_ylabel("mean distance (LSE-D at the minimum)")
+  distance = twin.plot(curve["offsets"], curve["distance"], "s-", ms=2, color="tab:orange",
+                       label="mean distance (LSE-D at its minimum)")
+  twin.set_ylabel("mean distance")
+  name = os.path.basename(result["video"])
   left.set(xlabel="candidate offset (frames; + = audio lags video)", ylabel="similarity",
-           title=f"{os.path.basename(result['video'])}: {result['offset_in_words']}")
-  left.legend(loc="upper left", fontsize=8)
+           title=f"{name if len(name) <= 40 else '...' + name[-37:]}\n{result['offset_in_words']}")
+  left.legend(handles=similarity + distance, loc="lower left", fontsize=8)
   times = np.asarray(result["frame_index"]) / result["fps"]
-  right.plot(times, result["frame_confidence"], lw=1)
+  confidence = np.array([np.nan if c is None else c for c in result["frame_confidence"]], float)
+  right.plot(times, confidence, lw=1)
   right.set(xlabel="time (s)", ylabel="per-frame confidence",
             title=f"confidence {result['confidence']:.3f}, min dist {result['min_dist']:.3f}")
   if result["windows"]:
