@@ -24,6 +24,7 @@ audio margin on both sides, as pretraining saw them; zeros beyond the track's en
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -92,6 +93,10 @@ class Pretrained:
 
   # Views --------------------------------------------------------------------------------------------------------
 
+  @functools.cached_property
+  def _aligned_keep(self) -> np.ndarray:
+    return self._motion_keep_from_means()
+
   def identity_keep(self) -> np.ndarray:
     """int32 [K]: the identity view's patches."""
     rng = np.random.default_rng(self.info["views"]["identity"].get("seed", IDENTITY_VIEW_SEED))
@@ -105,6 +110,10 @@ class Pretrained:
       from synclipmae.data import pipeline
       return masking.view_keep(view, pipeline.patch_fractions(face_masks, view["patch_size"]),
                                pipeline.patch_fractions(mouth_masks, view["patch_size"]))
+    return self._aligned_keep  # Constant for aligned crops: computed once per model.
+
+  def _motion_keep_from_means(self) -> np.ndarray:
+    view = self.info["views"]["motion"]
     aligned = self.info["views"].get("aligned_masks")
     if not aligned:
       raise ModelFileError(
