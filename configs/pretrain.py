@@ -57,8 +57,21 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
                   "pos_embed": "sincos", "cls_token": False,
                   # "linear" (ViT patch embedding; pretrained checkpoints) | "conv" (a conv net within each
                   # patch, vit.ConvPatchEmbed: mu learns to read the mouth much sooner, BENCHMARKS.md).
-                  "stem": "conv" if variant == "mu" else "linear"},
-      "decoder": {"width": dwidth, "depth": ddepth, "num_heads": dheads, "mlp_ratio": mlp_ratio},
+                  "stem": "conv" if variant == "mu" else "linear",
+                  # Mouth-region patches readable by z_voc only, so z_id / z_amb cannot carry the mouth (encoder.py;
+                  # ours; mu, tiny).
+                  "mouth_private": variant in ("mu", "tiny")},
+      "decoder": {"width": dwidth, "depth": ddepth, "num_heads": dheads, "mlp_ratio": mlp_ratio,
+                  # Which bypass-1 patches the decoder sees: "target" (the frame's own, paper) | "identity_source"
+                  # (the frame that gave z_id) | "none" (decoder.py).
+                  "visible": "target",
+                  # A second head for each patch's mean and spread, which norm_pix divides out: the decoder can
+                  # then draw pixels (swap renders, dubbing); trained by loss.rec_stats.
+                  "patch_stats": True,
+                  # Add a projection of the three conditioning tokens to every position (decoder.py; ours).
+                  "cond_broadcast": False,
+                  # Scale and shift the final tokens by the conditioning (AdaLN; decoder.py; ours).
+                  "cond_modulation": False},
       "audio": {
           # "logmel" (trainable conv stack on log-mel; mu, tiny) | "wav2vec2" (frozen, pretrained; small+).
           "encoder": "logmel" if variant in ("mu", "tiny") else "wav2vec2",
@@ -66,7 +79,8 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
           "fps": 25.0,
           "margin_frames": 2,  # Audio context on each side of the video window (the pipeline provides it).
           "window_frames": 2,  # The adapter reads features of frames t-2..t+2 for frame t.
-          "logmel": {"num_mels": 80, "width": awidth, "depth": 3},
+          # layers: which conv layers' outputs the adapter reads (1-based); () = all.
+          "logmel": {"num_mels": 80, "width": awidth, "depth": 3, "layers": ()},
           "wav2vec2": {
               # A Hugging Face wav2vec 2.0 checkpoint directory (config.json + model.safetensors), loaded before
               # the first step. Required for training unless allow_random (random-weight smoke tests only).
@@ -92,7 +106,13 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict({
       "dir": "runs/data/synthetic",  # Generated here (default synthetic corpus) if it holds no corpus.
       "train_split": "train",
-      "eval_split": "heldout",
+      # Where pretraining's closing evaluation runs: the validation identities, on which recipes are chosen. The
+      # test identities ("heldout") are reported separately (`synclipmae eval-sync --split=heldout`). A corpus
+      # without a validation split (e.g. from `prep`) is evaluated on "heldout", with a note in the log.
+      "eval_split": "validation",
+      # Batches of same-speaker clip pairs; z_id then comes from the other clip of the pair (pipeline.py), and
+      # loss.amb_con takes its negatives from the pair. Ours; mu, tiny (BENCHMARKS.md "Tokens that factorize").
+      "identity_pairs": small,
       "num_frames": 16,  # T: frames per clip window; the global batch has batch_size * T frames.
       "batch_size": 8 if small else 64,  # Global batch size in clips (split across processes).
       "num_workers": 0,  # Grain worker processes per host.
@@ -113,6 +133,8 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       "jitter": dict(JITTER_MU if variant == "mu" else JITTER),
       # One jitter draw per clip window (True) or per frame (False); see masking.photometric_jitter.
       "jitter_per_clip": True,
+      # Ablation of the two bypasses: True encodes one view (bypass 1: clean frames, uniform mask) for all tokens.
+      "one_bypass": False,
   })
   config.loss = ml_collections.ConfigDict({
       "rec_video": 1.0,
@@ -125,7 +147,13 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       # lambda_xcov: decorrelation of z_id, z_voc, z_amb. mu: 0.01 (85.8 % vs 84.0 % sync at K=5 with 0.05; at 0.5
       # sync does not learn, BENCHMARKS.md).
       "xcov": 0.01 if small else 0.05,
+      # InfoNCE between the z_amb of a frame's two views, negatives the same speaker's other frames (ours; losses.py).
+      "amb_con": 4.0 if small else 0.0,
+      "amb_temperature": 0.1,
       "norm_pix": True,
+      # Extra weight of mouth-region patches in both reconstruction losses (1 + w * mouth fraction; ours).
+      "mouth_weight": 0.0,
+      "rec_stats": 1.0,  # Squared error of the decoder's per-patch mean / std (model.decoder.patch_stats), pixels.
       "neighbour_frames": 2,  # Same-clip frames with 0 < |dt| <= this are not negatives.
   })
   config.optim = ml_collections.ConfigDict({
@@ -162,5 +190,6 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       "context_frames": 5,  # K: similarities averaged over K consecutive frames (DESIGN section 7).
       "max_offset": 15,  # Candidate offsets -15..+15 frames.
       "num_samples": 400,
+      "seed": 2026,  # Which clips, windows and offsets are drawn: fixed, independent of the training seed.
   })
   return config

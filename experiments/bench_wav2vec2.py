@@ -103,7 +103,8 @@ def bench_step(directory: str, workdir: str, geometry: str, steps: int) -> None:
   config.data.dir = os.path.join(workdir, "corpus")
   if not os.path.exists(os.path.join(config.data.dir, "corpus.json")):  # Small: 12 training clips.
     from data_pipelines.synthetic import clips, generate
-    spec = clips.SyntheticSpec(num_identities=6, num_heldout=2, clips_per_identity=3, min_words=6, max_words=8,
+    spec = clips.SyntheticSpec(num_identities=6, num_heldout=2, num_validation=0,
+                               clips_per_identity=3, min_words=6, max_words=8,
                                seed=3)
     generate.generate(spec, config.data.dir, num_workers=1, train_shards=2, heldout_shards=1, quiet=True)
   corpus = loop.ensure_corpus(config.data.dir)

@@ -44,7 +44,8 @@ def main() -> None:
     print(f"{variant:8} {f'{e.width}/{e.depth}/{e.num_heads}':>12} {cfg.patch_size:>5} {cfg.image_size:>5} "
           f"{c['encoder']:>12,} {c['encoder_backbone']:>12,} {c['audio_encoder']:>10,} {c['audio_adapter']:>10,} "
           f"{c['decoder']:>11,} {c['total']:>12,} {seconds:>7.1f}")
-    assert c["encoder_backbone"] == vit_backbone_params(e.width, e.depth, cfg.patch_size, e.mlp_ratio), variant
+    if e.get("stem", "linear") == "linear":  # mu's conv stem is not a ViT patch embedding.
+      assert c["encoder_backbone"] == vit_backbone_params(e.width, e.depth, cfg.patch_size, e.mlp_ratio), variant
 
   cfg = pretrain.model_config("large")
   e = cfg.encoder

@@ -93,34 +93,37 @@ class Pretrained:
 
   # Views --------------------------------------------------------------------------------------------------------
 
-  @functools.cached_property
-  def _aligned_keep(self) -> np.ndarray:
-    return self._motion_keep_from_means()
-
   def identity_keep(self) -> np.ndarray:
     """int32 [K]: the identity view's patches."""
     rng = np.random.default_rng(self.info["views"]["identity"].get("seed", IDENTITY_VIEW_SEED))
     return np.sort(rng.permutation(self.num_patches)[:self.num_keep]).astype(np.int32)
 
-  def motion_keep(self, face_masks: np.ndarray | None = None, mouth_masks: np.ndarray | None = None
-                  ) -> np.ndarray:
-    """int32 [T, K] from per-frame masks [T, H, W]; without masks, [1, K] from the aligned-crop mean masks."""
-    view = self.info["views"]["motion"]
+  def patch_fractions(self, face_masks: np.ndarray | None = None, mouth_masks: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patch face and mouth fractions, float32 [T, P] from per-frame masks [T, H, W]; without masks [1, P],
+    the aligned-crop mean masks of the training corpus."""
     if face_masks is not None:
       from synclipmae.data import pipeline
-      return masking.view_keep(view, pipeline.patch_fractions(face_masks, view["patch_size"]),
-                               pipeline.patch_fractions(mouth_masks, view["patch_size"]))
-    return self._aligned_keep  # Constant for aligned crops: computed once per model.
-
-  def _motion_keep_from_means(self) -> np.ndarray:
-    view = self.info["views"]["motion"]
+      p = self.info["views"]["motion"]["patch_size"]
+      return pipeline.patch_fractions(face_masks, p), pipeline.patch_fractions(mouth_masks, p)
     aligned = self.info["views"].get("aligned_masks")
     if not aligned:
       raise ModelFileError(
           f"{self.path}: the model has no mean face / mouth masks for aligned crops (views.aligned_masks); "
           "load it with its training corpus present, or export it with --data=CORPUS")
-    return masking.view_keep(view, np.asarray(aligned["face_fraction"], np.float32)[None],
-                             np.asarray(aligned["mouth_fraction"], np.float32)[None])
+    return (np.asarray(aligned["face_fraction"], np.float32)[None],
+            np.asarray(aligned["mouth_fraction"], np.float32)[None])
+
+  def motion_keep(self, face_masks: np.ndarray | None = None, mouth_masks: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """int32 [T, K] from per-frame masks [T, H, W]; without masks, [1, K] from the aligned-crop mean masks."""
+    if face_masks is None:
+      return self._aligned_keep  # Constant for aligned crops: computed once per model.
+    return masking.view_keep(self.info["views"]["motion"], *self.patch_fractions(face_masks, mouth_masks))
+
+  @functools.cached_property
+  def _aligned_keep(self) -> np.ndarray:
+    return masking.view_keep(self.info["views"]["motion"], *self.patch_fractions())
 
   # Encoding -----------------------------------------------------------------------------------------------------
 
@@ -143,10 +146,12 @@ class Pretrained:
     n = len(frames)
     identity = self.identity_keep()
     motion = self.motion_keep(face_masks, mouth_masks)
+    mouth = self.patch_fractions(face_masks, mouth_masks)[1]  # For an encoder with mouth_private.
 
-    def encode(model, frames, keep_id, keep_motion):
+    def encode(model, frames, keep_id, keep_motion, mouth):
       x = frames.astype(jnp.float32) / 255.0
-      both = model.encode_frames(jnp.concatenate([x, x]), jnp.concatenate([keep_id, keep_motion]))
+      both = model.encode_frames(jnp.concatenate([x, x]), jnp.concatenate([keep_id, keep_motion]),
+                                 jnp.concatenate([mouth, mouth]))
       b = frames.shape[0]
       return {"z_id": both["z_id"][:b], "z_voc": both["z_voc"][b:], "z_amb": both["z_amb"][b:]}
 
@@ -155,13 +160,47 @@ class Pretrained:
     for start in range(0, n, batch_size):
       stop = min(start + batch_size, n)
       chunk = _pad_to(frames[start:stop], batch_size)
-      keep_motion = _pad_to(motion[start:stop] if len(motion) > 1 else np.repeat(motion, stop - start, 0),
-                            batch_size)
-      result = jax.device_get(fn(self._state, chunk, np.repeat(identity[None], batch_size, 0), keep_motion))
+      rows = lambda x: _pad_to(x[start:stop] if len(x) > 1 else np.repeat(x, stop - start, 0), batch_size)
+      result = jax.device_get(fn(self._state, chunk, np.repeat(identity[None], batch_size, 0), rows(motion),
+                                 rows(mouth)))
       for k in out:
         out[k].append(result[k][:stop - start])
     dim = self.config.prompt_dim
     return {k: np.concatenate(v) if v else np.zeros((0, dim), np.float32) for k, v in out.items()}
+
+  def render(self, reference: np.ndarray, z_amb: np.ndarray, driving: np.ndarray,
+             reference_masks: tuple[np.ndarray, np.ndarray] | None = None, *, batch_size: int = 64) -> np.ndarray:
+    """Frames drawn by the decoder from tokens: float32 [M, S, S, 3] in [0, 1].
+
+    reference: uint8 [M, S, S, 3] frames whose identity view gives z_id (and, unless decoder.visible="none",
+    the visible patches: the reference frame of a dub); z_amb [M, Dp] the ambient motion to draw; driving [M, Dp]
+    the mouth: a z_voc (video-driven) or an audio token (audio-driven). reference_masks: their (face, mouth)
+    masks [M, S, S], or None for aligned crops. Needs a decoder that outputs pixels (decoder.patch_stats, or a
+    model trained without norm_pix).
+    """
+    reference = np.asarray(reference)
+    m = len(reference)
+    if len(z_amb) != m or len(driving) != m:
+      raise ValueError(f"render: {m} reference frames but {len(z_amb)} z_amb and {len(driving)} driving tokens")
+    identity = self.identity_keep()
+    mouth = self.patch_fractions(*(reference_masks or (None, None)))[1]
+    norm_pix = bool(self.info.get("decoder_target", {}).get("norm_pix", True))
+
+    def draw(model, frames, keep, mouth, z_amb, driving):
+      enc = model.encode_frames(frames.astype(jnp.float32) / 255.0, keep, mouth)
+      cond = jnp.stack([enc["z_id"], z_amb, driving], axis=1)
+      return model.render(enc["patches"], keep, cond, norm_pix=norm_pix)
+
+    fn = self._jit("render", draw)
+    out = []
+    for start in range(0, m, batch_size):
+      stop = min(start + batch_size, m)
+      rows = lambda x: _pad_to(np.asarray(x[start:stop] if len(x) > 1 else np.repeat(x, stop - start, 0)),
+                               batch_size)
+      out.append(np.asarray(jax.device_get(fn(
+          self._state, rows(reference), np.repeat(identity[None], batch_size, 0), rows(mouth),
+          rows(np.asarray(z_amb, np.float32)), rows(np.asarray(driving, np.float32)))))[:stop - start])
+    return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size, 3), np.float32)
 
   @property
   def audio_window_frames(self) -> int:
@@ -290,6 +329,7 @@ def info_from_config(config: ml_collections.ConfigDict, step: int, corpus_dir: s
     pass
   return {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "variant": config.get("variant", ""),
           "step": int(step), "model": config.model.to_dict(), "views": views,
+          "decoder_target": {"norm_pix": bool(config.loss.norm_pix)},
           "audio": {"window_frames": int(config.data.num_frames), "sample_rate": int(config.model.audio.sample_rate),
                     "fps": float(config.model.audio.fps)}}
 

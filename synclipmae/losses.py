@@ -5,6 +5,10 @@
 * `reconstruction_loss` — MAE pixel loss on the masked patches of the clean frame.
 * `info_nce` — symmetric InfoNCE between `z_voc` and the audio token over every frame of the global batch, with
   temporally adjacent frames of the same clip removed from the negatives; optionally within each clip only.
+* `info_nce` again, for z_amb (ours, loss.amb_con): the z_amb of a frame's two views (bypass 2 and bypass 1)
+  are positives, the other frames of the same speaker (its clip and the paired clip) negatives, so z_amb must tell
+  apart frames of one person: head pose, blinks, expression; never identity (constant among the candidates), and
+  never the mouth (which z_amb cannot see with encoder.mouth_private).
 * `cross_covariance_loss` — pushes the batch cross-correlation between prompt tokens towards zero so `z_id`,
   `z_voc` and `z_amb` carry different information.
 * `total_loss` — the weighted sum, failing loudly on a term without a weight.
@@ -23,13 +27,20 @@ import jax.numpy as jnp
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on exp(logit_scale): keeps the temperature from collapsing.
 
 
+def patch_statistics(patches: jax.Array, eps: float = 1e-6) -> jax.Array:
+  """[..., p*p*3] pixel patches -> [..., 2]: (mean, sqrt(var + eps)) over each patch, what norm_pix divides out."""
+  mean = jnp.mean(patches, axis=-1)
+  return jnp.stack([mean, jnp.sqrt(jnp.var(patches, axis=-1) + eps)], axis=-1)
+
+
 def reconstruction_loss(pred: jax.Array, target: jax.Array, mask: jax.Array, norm_pix: bool) -> jax.Array:
   """MSE per patch, averaged over MASKED patches only (visible ones are trivial to copy, as in MAE).
 
   Args:
     pred: [N, P, D] predicted patches.
     target: [N, P, D] `patchify(clean frames)`.
-    mask: bool [N, P], True where the patch was masked.
+    mask: [N, P], True (or a float weight > 0) where the patch counts: the masked patches; a float mask gives a
+      weighted mean (`patch_weights`).
     norm_pix: normalise each target patch by its own mean and variance (eps 1e-6), MAE's better-features option.
   Returns:
     scalar float32 (0 if nothing is masked).
@@ -37,10 +48,25 @@ def reconstruction_loss(pred: jax.Array, target: jax.Array, mask: jax.Array, nor
   pred = pred.astype(jnp.float32)
   target = target.astype(jnp.float32)
   if norm_pix:
-    mean = jnp.mean(target, axis=-1, keepdims=True)
-    var = jnp.var(target, axis=-1, keepdims=True)
-    target = (target - mean) / jnp.sqrt(var + 1e-6)
+    stats = patch_statistics(target)
+    target = (target - stats[..., :1]) / stats[..., 1:]
   per_patch = jnp.mean(jnp.square(pred - target), axis=-1)
+  mask = mask.astype(jnp.float32)
+  return jnp.sum(per_patch * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def patch_weights(masked: jax.Array, mouth_fraction: jax.Array, mouth_weight: float) -> jax.Array:
+  """float [N, P]: weight 1 + mouth_weight * (fraction of the patch in the mouth region) on masked patches, 0 on
+  visible ones (ours, loss.mouth_weight). Why: the mouth is a few patches of the frame, so an unweighted loss barely
+  rewards the decoder for reading the driving token, which is the only place the mouth can come from."""
+  return masked.astype(jnp.float32) * (1.0 + mouth_weight * jnp.clip(mouth_fraction.astype(jnp.float32), 0.0, 1.0))
+
+
+def patch_stats_loss(pred_stats: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+  """Squared error of the predicted per-patch (mean, std) [N, P, 2] against those of the pixel target [N, P, D],
+  in pixel units, averaged over MASKED patches: what a norm_pix decoder needs to draw pixels (decoder.patch_stats)."""
+  per_patch = jnp.sum(jnp.square(pred_stats.astype(jnp.float32) - patch_statistics(target.astype(jnp.float32))),
+                      axis=-1)
   mask = mask.astype(jnp.float32)
   return jnp.sum(per_patch * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
@@ -63,8 +89,8 @@ def neighbour_exclusion(clip_ids: jax.Array, frame_ids: jax.Array, neighbour_fra
 
 
 def info_nce(video: jax.Array, audio: jax.Array, clip_ids: jax.Array, frame_ids: jax.Array,
-             logit_scale: jax.Array, neighbour_frames: int, same_clip_only: bool = False
-             ) -> tuple[jax.Array, dict[str, jax.Array]]:
+             logit_scale: jax.Array, neighbour_frames: int, same_clip_only: bool = False,
+             groups: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Symmetric InfoNCE between the video (`z_voc`) and audio tokens of N frames; positives on the diagonal.
 
   logits = cos(video_i, audio_j) * min(exp(logit_scale), 100); cross-entropy video->audio (rows) and
@@ -82,6 +108,7 @@ def info_nce(video: jax.Array, audio: jax.Array, clip_ids: jax.Array, frame_ids:
     logit_scale: scalar, log of the inverse temperature (learnable; init log(1/0.07)).
     neighbour_frames: k, the exclusion radius in frames (Python int).
     same_clip_only: take the negatives from the same clip only (Python bool).
+    groups: optional int [N]; negatives only from entries of the same group (e.g. a same-speaker pair of clips).
   Returns:
     (loss, metrics) with metrics "con_acc_v2a", "con_acc_a2v" (top-1 retrieval of the right partner among the
     same candidates the loss uses) and "temperature" (1 / the clamped scale).
@@ -91,6 +118,8 @@ def info_nce(video: jax.Array, audio: jax.Array, clip_ids: jax.Array, frame_ids:
   excluded = neighbour_exclusion(clip_ids, frame_ids, neighbour_frames)
   if same_clip_only:
     excluded = excluded | (clip_ids[:, None] != clip_ids[None, :])
+  if groups is not None:
+    excluded = excluded | (groups[:, None] != groups[None, :])
   logits = jnp.where(excluded, -jnp.inf, logits)
   positives = jnp.diagonal(logits)
   loss_v2a = jnp.mean(jax.nn.logsumexp(logits, axis=1) - positives)

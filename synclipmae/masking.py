@@ -17,8 +17,9 @@ raster order and gathers are cache friendly); `keep_to_mask` turns it into the b
 Patches are numbered row-major (index = row * W/p + col), the order of a stride-p convolution's output and of the
 data pipeline's `face_patches`; inside a patch the pixels are (row, col, channel), again like a conv kernel.
 
-Identity shuffling (`identity_sources`) decides which frame's `z_id` conditions the decoder for each frame, so the
-decoder cannot read the exact pose/expression of the target frame out of `z_id`.
+Identity shuffling (`identity_sources`, or `partner_identity_sources` across a same-speaker pair of clips)
+decides which frame's `z_id` conditions the decoder for each frame, so the decoder cannot read the pose,
+expression or mouth of the target frame out of `z_id`.
 
 Every function is jit compatible: sizes are Python ints (static), randomness comes only from the key argument.
 """
@@ -235,6 +236,21 @@ def identity_sources(key: jax.Array, batch: int, num_frames: int) -> jax.Array:
   offset = jax.random.randint(key, (batch, num_frames), 1, num_frames, dtype=jnp.int32)
   source = jnp.arange(batch, dtype=jnp.int32)[:, None] * num_frames + jnp.mod(t + offset, num_frames)
   return source.reshape(-1)
+
+
+def partner_identity_sources(key: jax.Array, batch: int, num_frames: int) -> jax.Array:
+  """For frame n = b*T + t of a batch of same-speaker clip pairs (b, b^1), a uniformly random frame of the other
+  clip of its pair: b' = b xor 1, the flat index b'*T + t'. Returns int32 [batch * num_frames].
+
+  Why: another frame of the same clip still shows the clip's expression and the neighbourhood of its head pose, so
+  z_id could hand them to the decoder; the partner clip (the data pipeline's `identity_pairs`) shares only the
+  identity, so pose, blinks and expression must come from z_amb, the mouth from the driving token.
+  """
+  if batch % 2:
+    raise ValueError(f"partner_identity_sources needs pairs of clips: batch {batch} is odd")
+  partner = jnp.bitwise_xor(jnp.arange(batch, dtype=jnp.int32), 1)[:, None]
+  t = jax.random.randint(key, (batch, num_frames), 0, num_frames, dtype=jnp.int32)
+  return (partner * num_frames + t).reshape(-1)
 
 
 def ambient_sources(key: jax.Array, batch: int, num_frames: int, min_shift: int, max_shift: int) -> jax.Array:

@@ -49,8 +49,8 @@ def synthetic_corpus(tmp_path_factory):
   """A small synthetic corpus (6 identities, 2 held out) with clips long enough for sync evaluation."""
   from data_pipelines.synthetic import clips, generate
   directory = tmp_path_factory.mktemp("synthetic_corpus")
-  spec = clips.SyntheticSpec(num_identities=6, num_heldout=2, clips_per_identity=3, min_words=6, max_words=8,
-                             seed=3)
+  spec = clips.SyntheticSpec(num_identities=6, num_heldout=2, num_validation=0, clips_per_identity=3, min_words=6,
+                             max_words=8, seed=3)
   generate.generate(spec, directory, num_workers=1, train_shards=2, heldout_shards=1, quiet=True)
   return directory
 
@@ -76,7 +76,7 @@ def trained_run(tmp_path_factory):
   corpus, workdir, export = root / "corpus", root / "mu", root / "export"
   if keep and (export / "model.safetensors").exists():
     return {"corpus": corpus, "workdir": workdir, "export": export}
-  spec = clips.SyntheticSpec(num_identities=16, num_heldout=4, clips_per_identity=8, seed=5)
+  spec = clips.SyntheticSpec(num_identities=16, num_heldout=4, num_validation=0, clips_per_identity=8, seed=5)
   generate.generate(spec, corpus, num_workers=2, quiet=True)
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   # One device: strip the 8 fake devices (an all-blank XLA_FLAGS is read as a flags file name, so strip blanks too).

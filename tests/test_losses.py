@@ -12,7 +12,7 @@ from synclipmae import losses
 _info_nce = jax.jit(losses.info_nce, static_argnums=(5, 6))
 
 
-def _info_nce_reference(video, audio, clip_ids, frame_ids, logit_scale, k, same_clip_only=False):
+def _info_nce_reference(video, audio, clip_ids, frame_ids, logit_scale, k, same_clip_only=False, groups=None):
   """InfoNCE with neighbour exclusion written out with explicit loops (float64)."""
   n = video.shape[0]
   v = video / np.linalg.norm(video, axis=1, keepdims=True)
@@ -23,6 +23,8 @@ def _info_nce_reference(video, audio, clip_ids, frame_ids, logit_scale, k, same_
     if i == j:
       return True
     if same_clip_only and clip_ids[i] != clip_ids[j]:
+      return False
+    if groups is not None and groups[i] != groups[j]:
       return False
     return not (clip_ids[i] == clip_ids[j] and abs(frame_ids[i] - frame_ids[j]) <= k)
 
@@ -105,6 +107,20 @@ def test_info_nce_matches_reference(k, same_clip_only):
                                 frame_ids, jnp.float32(scale), 0)
     assert abs(float(no_exclusion) - float(loss)) > 1e-3
     assert float(no_exclusion) > float(loss)  # fewer negatives, lower loss
+
+
+def test_info_nce_within_groups_matches_reference():
+  """The z_amb term (loss.amb_con): negatives only from the same group (a same-speaker pair of clips)."""
+  rng = np.random.default_rng(5)
+  clip_ids, frame_ids = _clips(num_clips=4, num_frames=5)
+  groups = clip_ids // 2
+  video = rng.normal(size=(len(clip_ids), 8))
+  audio = video + rng.normal(size=video.shape)
+  loss, metrics = losses.info_nce(jnp.asarray(video, jnp.float32), jnp.asarray(audio, jnp.float32), clip_ids,
+                                  frame_ids, jnp.float32(math.log(10.0)), 1, groups=jnp.asarray(groups))
+  ref_loss, ref_v2a, _ = _info_nce_reference(video, audio, clip_ids, frame_ids, math.log(10.0), 1, groups=groups)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-4)
+  np.testing.assert_allclose(metrics["con_acc_v2a"], ref_v2a, atol=1e-6)
 
 
 def test_neighbour_exclusion_mask():

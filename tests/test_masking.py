@@ -297,3 +297,15 @@ def test_jit_matches_eager():
   np.testing.assert_array_equal(_uniform_keep(key, 4, 16, 4), masking.uniform_keep(key, 4, 16, 4))
   np.testing.assert_array_equal(_face_aware_keep(key, face, 4, 5.0), masking.face_aware_keep(key, face, 4, 5.0))
   np.testing.assert_array_equal(_identity_sources(key, 3, 5), masking.identity_sources(key, 3, 5))
+
+
+def test_partner_identity_sources_take_the_other_clip_of_the_pair():
+  batch, t = 6, 8
+  source = np.asarray(masking.partner_identity_sources(jax.random.key(0), batch, t)).reshape(batch, t)
+  for b in range(batch):
+    assert np.all(source[b] // t == (b ^ 1))  # Clips 2i and 2i+1 give each other z_id.
+  # Uniform over the partner's frames: every frame is drawn, roughly equally often.
+  many = np.asarray(masking.partner_identity_sources(jax.random.key(1), 2, 4000)) % 4000
+  assert np.unique(many).size > 3000
+  with pytest.raises(ValueError, match="odd"):
+    masking.partner_identity_sources(jax.random.key(0), 3, t)

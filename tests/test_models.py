@@ -44,7 +44,15 @@ def make_inputs(cfg, seed: int = 0, k: int = K) -> dict[str, jax.Array]:
           "keep_uniform": jnp.asarray(random_keep(rng, N, p, k)),
           "keep_face": jnp.asarray(random_keep(rng, N, p, k)),
           "audio": jnp.asarray(0.1 * rng.normal(size=(B, audio_len)), jnp.float32),
-          "id_source": jnp.asarray(rng.integers(0, N, N), jnp.int32)}
+          "id_source": jnp.asarray(rng.integers(0, N, N), jnp.int32),
+          "mouth_patches": jnp.asarray(mouth_fractions(N, p))}
+
+
+def mouth_fractions(n: int, num_patches: int) -> np.ndarray:
+  """Per-patch mouth fractions for encoders with mouth_private (mu's default): two patches in the mouth region."""
+  mouth = np.zeros((n, num_patches), np.float32)
+  mouth[:, [num_patches * 3 // 4 + 3, num_patches * 3 // 4 + 4]] = 0.5
+  return mouth
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +78,8 @@ def outputs(model, forward, cfg):
 
 @pytest.fixture(scope="module")
 def encode():
-  return nnx.jit(lambda m, frames, keep: m.encode_frames(frames, keep))
+  return nnx.jit(lambda m, frames, keep: m.encode_frames(frames, keep, mouth_fractions(frames.shape[0],
+                                                                                      m.encoder.num_patches)))
 
 
 def test_forward_shapes_and_dtypes(outputs, cfg):
@@ -79,7 +88,8 @@ def test_forward_shapes_and_dtypes(outputs, cfg):
   p, pix = (cfg.image_size // cfg.patch_size) ** 2, cfg.patch_size ** 2 * 3
   expected = {"z_id": (N, dp), "z_voc": (N, dp), "z_amb": (N, dp), "audio_tokens": (N, dp), "z_id_cond": (N, dp),
               "z_amb_cond": (N, dp), "patches_uniform": (N, K, e), "recon_video": (N, p, pix),
-              "recon_audio": (N, p, pix), "logit_scale": ()}
+              "recon_audio": (N, p, pix), "logit_scale": (), "z_amb_uniform": (N, dp), "stats_video": (N, p, 2),
+              "stats_audio": (N, p, 2)}
   assert {k: v.shape for k, v in out.items()} == expected
   for name, value in out.items():
     assert value.dtype == jnp.float32, name
@@ -375,3 +385,80 @@ def test_reconstruction_layout_is_patchify(cfg):
   patches = patchify(image, p)
   assert patches.shape == (2, 4, p * p * 3)
   np.testing.assert_array_equal(patches[0, 1].reshape(p, p, 3), image[0, :p, p:2 * p])
+
+
+def _factorised_config(cfg, visible):
+  cfg = cfg.copy_and_resolve_references()
+  cfg.encoder.mouth_private = True
+  cfg.decoder.visible = visible
+  return cfg
+
+
+def test_mouth_private_keeps_the_mouth_out_of_z_id_and_z_amb(cfg):
+  cfg = _factorised_config(cfg, "target")
+  model = SyncLipMAE(cfg, rngs=nnx.Rngs(0))
+  encode3 = nnx.jit(lambda m, frames, keep, mouth: m.encode_frames(frames, keep, mouth))
+  rng = np.random.default_rng(3)
+  p, size = (cfg.image_size // cfg.patch_size) ** 2, cfg.patch_size
+  frames = rng.random((2, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
+  keep = jnp.asarray(random_keep(rng, 2, p, K))
+  mouth = np.zeros((2, p), np.float32)
+  mouth[:, np.asarray(keep)[0, :3]] = 0.5  # Three kept patches of frame 0 lie in the mouth region...
+  mouth[1] = mouth[0]
+  changed = frames.copy()
+  for index in np.asarray(keep)[0, :3]:  # ...and only their pixels change in frame 0.
+    row, col = divmod(int(index), cfg.image_size // size)
+    changed[0, row * size:(row + 1) * size, col * size:(col + 1) * size] = rng.random((size, size, 3))
+  a, b = encode3(model, frames, keep, mouth), encode3(model, changed, keep, mouth)
+  for name in ("z_id", "z_amb"):
+    np.testing.assert_allclose(a[name], b[name], atol=1e-6, err_msg=name)
+  assert np.abs(a["z_voc"][0] - b["z_voc"][0]).max() > 1e-3  # z_voc reads the mouth.
+  np.testing.assert_array_equal(a["z_voc"][1], b["z_voc"][1])
+  # Without the option the same change reaches every token; and the option needs the mouth fractions.
+  shared = cfg.copy_and_resolve_references()
+  shared.encoder.mouth_private = False
+  plain = encode3(SyncLipMAE(shared, rngs=nnx.Rngs(0)), changed, keep, mouth)
+  assert np.abs(plain["z_amb"][0] - b["z_amb"][0]).max() > 1e-3
+  with pytest.raises(ValueError, match="mouth_private=True: the encoder needs"):
+    model.encode_frames(jnp.asarray(frames), keep)
+
+
+@pytest.mark.parametrize("visible", ["identity_source", "none"])
+def test_decoder_without_the_target_frame(cfg, visible):
+  """With decoder.visible != "target", a frame's reconstruction does not read its own bypass-1 pixels."""
+  cfg = _factorised_config(cfg, visible)
+  model = SyncLipMAE(cfg, rngs=nnx.Rngs(0))
+  forward = nnx.jit(lambda m, x: m(x, num_frames=T))
+  inputs = make_inputs(cfg)
+  p = (cfg.image_size // cfg.patch_size) ** 2
+  inputs["mouth_patches"] = jnp.zeros((N, p), jnp.float32).at[:, :4].set(1.0)
+  inputs["id_source"] = jnp.asarray(np.bitwise_xor(np.arange(N) // T, 1) * T, jnp.int32)  # Other clip, frame 0.
+  changed = dict(inputs, frames=inputs["frames"].at[1].set(0.5))  # Frame 1 is nobody's identity source.
+  a, b = forward(model, inputs), forward(model, changed)
+  np.testing.assert_allclose(a["recon_video"], b["recon_video"], atol=1e-6)
+  np.testing.assert_allclose(a["recon_audio"], b["recon_audio"], atol=1e-6)
+  # The identity source's bypass-1 view does reach the frames it conditions (via z_id, and its patches).
+  source = dict(inputs, frames=inputs["frames"].at[0].set(0.5))  # Frame 0 of clip 0 conditions clip 1.
+  c = forward(model, source)
+  assert np.abs(np.asarray(c["recon_video"][T:]) - np.asarray(a["recon_video"][T:])).max() > 1e-4
+  np.testing.assert_allclose(c["recon_video"][:T], a["recon_video"][:T], atol=1e-6)
+
+
+def test_render_draws_images_from_the_patch_statistics(cfg):
+  """With decoder.patch_stats the decoder outputs pixels: normalised patches x predicted std + predicted mean."""
+  from synclipmae.models.decoder import denormalize
+  p = (cfg.image_size // cfg.patch_size) ** 2
+  inputs = make_inputs(cfg)
+  cond = jnp.asarray(np.random.default_rng(0).normal(size=(N, 3, cfg.prompt_dim)), jnp.float32)
+  model = SyncLipMAE(cfg, rngs=nnx.Rngs(0))
+  patches = model.encode_frames(inputs["frames"], inputs["keep_uniform"], inputs["mouth_patches"])["patches"]
+  images = model.render(patches, inputs["keep_uniform"], cond)
+  assert images.shape == (N, cfg.image_size, cfg.image_size, 3)
+  assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+  pixels, stats = model.decoder(patches, inputs["keep_uniform"], cond)
+  assert stats.shape == (N, p, 2)
+  np.testing.assert_allclose(patchify(images, cfg.patch_size), denormalize(pixels, stats), atol=1e-6)
+  plain = cfg.copy_and_resolve_references()
+  plain.decoder.patch_stats = False
+  with pytest.raises(ValueError, match="needs a model trained with model.decoder.patch_stats=True"):
+    SyncLipMAE(plain, rngs=nnx.Rngs(0)).render(patches, inputs["keep_uniform"], cond)

@@ -116,3 +116,20 @@ def test_worker_processes_give_the_same_batches(tiny_corpus):
     _assert_batches_equal(_take(iterator, 6), expected)
   finally:
     iterator.close()
+
+
+def test_identity_pairs_put_two_clips_of_one_speaker_side_by_side(tiny_corpus):
+  corpus = corpus_lib.Corpus(tiny_corpus)
+  entries = corpus.manifest("train")
+  batches = _take(pipeline.make_iterator(_dataset(corpus, batch_size=6, identity_pairs=True)), 8)
+  for batch in batches:
+    assert batch["video"].shape[:2] == (6, 8) and batch["speaker"].shape == (6,)
+    speaker, clip = batch["speaker"].reshape(3, 2), batch["clip"].reshape(3, 2)
+    assert np.all(speaker[:, 0] == speaker[:, 1]) and np.all(clip[:, 0] != clip[:, 1])
+    for c, s in zip(batch["clip"], batch["speaker"]):
+      assert corpus.speakers.index(entries[c]["speaker_id"]) == s
+  # Every clip is a first member once per epoch (24 clips = 8 batches of 3 pairs), as without pairs.
+  firsts = np.concatenate([b["clip"][::2] for b in batches])
+  assert sorted(firsts) == list(range(24))
+  with pytest.raises(ValueError, match="even batch size"):
+    _dataset(corpus, batch_size=3, identity_pairs=True)

@@ -25,7 +25,7 @@ class CodeModel(nnx.Module):
   def __init__(self, margin=2):
     self.margin = margin
 
-  def encode_frames(self, frames, keep=None):
+  def encode_frames(self, frames, keep=None, mouth=None):
     return {"z_voc": _embed(frames.mean(axis=(1, 2, 3)))}
 
   def encode_audio(self, audio, num_frames):
@@ -81,7 +81,7 @@ SEEN_KEEP = []
 class ViewRecordingModel(CodeModel):
   """CodeModel that records (from inside jit) the patch indices it was asked to encode."""
 
-  def encode_frames(self, frames, keep=None):
+  def encode_frames(self, frames, keep=None, mouth=None):
     assert keep is not None and keep.shape == (frames.shape[0], 4), keep
     jax.debug.callback(lambda k: SEEN_KEEP.append(np.asarray(k)), keep)
     return super().encode_frames(frames, keep)
@@ -96,3 +96,51 @@ def test_bypass2_view_encodes_the_heaviest_patches(tmp_path):
   assert SEEN_KEEP
   for keep in SEEN_KEEP:
     np.testing.assert_array_equal(keep, np.broadcast_to(np.arange(4), keep.shape))
+
+
+def test_the_headline_path_end_to_end_with_a_negative_control(trained_run):
+  """pretrain's own sync number (bypass-2 view -> evaluate, written to sync_eval.json) is what loading the
+  checkpoint (`eval-sync`) reproduces; the same path with an untrained model, or with audio from other clips, is
+  at chance."""
+  from synclipmae.data.corpus import Corpus
+  from synclipmae.inference import load_pretrained
+  from synclipmae.models import SyncLipMAE
+  trained = json.load(open(trained_run["workdir"] / "sync_eval.json"))
+  assert trained["split"] == "heldout"  # The fixture corpus has no validation split: the test split, said so.
+  assert trained["accuracy_by_context"]["15"] > 0.5 and trained["accuracy"] > trained["chance_accuracy"] + 0.15
+  pretrained = load_pretrained(trained_run["workdir"])  # What `synclipmae eval-sync --workdir` runs.
+  config, corpus = pretrained.run_config, Corpus(trained_run["corpus"])
+  again = sync.evaluate_config(pretrained.model, corpus, config)
+  assert again["accuracy"] == trained["accuracy"] and again["num_samples"] == trained["num_samples"] == 64
+  untrained = sync.evaluate_config(SyncLipMAE(config.model, rngs=nnx.Rngs(7)), corpus, config, num_samples=64)
+  assert untrained["accuracy"] < untrained["chance_accuracy"] + 0.12
+  # Scrambling which audio goes with which video (the scores then compare unrelated clips) is at chance too.
+  shuffled = sync.evaluate(_OtherClipsAudio(pretrained.model), corpus, "heldout", num_samples=64,
+                           view=sync.bypass2_view(config), seed=sync.eval_seed(config))
+  assert shuffled["accuracy"] < shuffled["chance_accuracy"] + 0.12
+
+
+class _OtherClipsAudio(nnx.Module):
+  """A trained model whose audio tokens come from another sample of the batch (rolled by one)."""
+
+  def __init__(self, model):
+    self.model = model
+
+  def encode_frames(self, frames, keep=None, mouth=None):
+    return self.model.encode_frames(frames, keep, mouth)
+
+  def encode_audio(self, audio, num_frames):
+    return jnp.roll(self.model.encode_audio(audio, num_frames), 1, axis=0)
+
+
+def test_evaluation_split_and_seed_come_from_the_config(tmp_path, capsys):
+  import ml_collections
+  corpus = _code_corpus(tmp_path / "corpus")  # Only a "heldout" split, like a corpus from `prep`.
+  config = ml_collections.ConfigDict({"seed": 3, "data": {"eval_split": "validation"}, "eval": {"seed": 2026}})
+  assert sync.evaluation_split(config, corpus) == "heldout"
+  assert "has no 'validation' split; evaluating on 'heldout'" in capsys.readouterr().out
+  config.data.eval_split = "train"  # Named explicitly: used as it is (and fails later if missing).
+  assert sync.evaluation_split(config, corpus) == "train"
+  assert sync.eval_seed(config) == 2026  # Not the training seed.
+  del config.eval["seed"]
+  assert sync.eval_seed(config) == 3  # Configs from before eval.seed existed.

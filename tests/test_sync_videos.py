@@ -28,7 +28,7 @@ def _embed(code):
 class CodeModel(nnx.Module):
   """Frame t's grey level and the loudness of the tone under frame t are the same code: in sync at offset 0."""
 
-  def encode_frames(self, frames, keep=None):
+  def encode_frames(self, frames, keep=None, mouth=None):
     z = _embed(frames.mean(axis=(1, 2, 3)))
     return {"z_id": z, "z_voc": z, "z_amb": z}
 

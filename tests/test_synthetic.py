@@ -7,8 +7,8 @@ from data_pipelines.synthetic import clips, generate, speech
 from synclipmae.data import corpus as corpus_lib
 from synclipmae.data import pipeline
 
-SMALL = clips.SyntheticSpec(num_identities=5, num_heldout=2, clips_per_identity=2, min_words=3, max_words=5,
-                            seed=7)
+SMALL = clips.SyntheticSpec(num_identities=5, num_heldout=2, num_validation=1, clips_per_identity=2, min_words=3,
+                            max_words=5, seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +31,16 @@ def test_default_spec_is_the_documented_corpus():
 
 
 def test_identity_split_has_no_overlap(small_corpus):
-  train = {e["speaker_id"] for e in small_corpus.manifest("train")}
-  heldout = {e["speaker_id"] for e in small_corpus.manifest("heldout")}
-  assert len(train) == 3 and len(heldout) == 2 and not train & heldout
-  assert all(e["split"] == "heldout" for e in small_corpus.manifest("heldout"))
-  assert len(small_corpus.manifest("train")) + len(small_corpus.manifest("heldout")) == SMALL.num_clips
+  speakers = {split: {e["speaker_id"] for e in small_corpus.manifest(split)} for split in clips.SPLITS}
+  assert [len(speakers[s]) for s in clips.SPLITS] == [2, 1, 2]  # train, validation, heldout (test).
+  assert not (speakers["train"] & speakers["validation"] or speakers["train"] & speakers["heldout"]
+              or speakers["validation"] & speakers["heldout"])
+  for split in clips.SPLITS:
+    assert all(e["split"] == split for e in small_corpus.manifest(split))
+  assert sum(len(small_corpus.manifest(s)) for s in clips.SPLITS) == SMALL.num_clips
+  # The test identities do not depend on whether a validation split is carved out.
+  without = clips.SyntheticSpec(**{**SMALL.__dict__, "num_validation": 0})
+  assert clips.heldout_identities(without) == clips.heldout_identities(SMALL)
 
 
 def test_same_seed_same_corpus_other_seed_differs(small_corpus, tmp_path):
@@ -113,6 +118,7 @@ def test_pipeline_reads_the_synthetic_corpus(small_corpus):
 
 @pytest.mark.parametrize("changes, message", [
     ({"num_heldout": 0}, "num_heldout must be in"),
+    ({"num_identities": 10, "num_heldout": 4, "num_validation": 6}, "num_validation must be in"),
     ({"image_size": 16}, "image_size must be in"),
     ({"fps": 24.5}, "fps must divide"),
     ({"min_words": 6, "max_words": 3}, "min_words <= max_words"),

@@ -167,6 +167,9 @@ def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path)
   config.model.image_size, config.model.patch_size, config.masking.mask_ratio = 128, 24, 1.0
   config.masking.ambient_min_shift, config.masking.ambient_max_shift = 2, config.data.num_frames
   config.model.dtype = "float16"
+  config.model.decoder.visible = "neighbours"
+  config.data.identity_pairs, config.data.batch_size = True, 3
+  config.loss.mouth_weight = -1.0
   with pytest.raises(ValueError) as error:
     loop.pretrain(config, str(tmp_path))
   message = str(error.value)
@@ -174,4 +177,7 @@ def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path)
   assert "model.patch_size=24 does not divide" in message and "masking.mask_ratio=1.0" in message
   assert f"ambient_max_shift={config.data.num_frames}: need 1 <= min <= max < data.num_frames" in message
   assert "model.dtype='float16' must be one of ('float32', 'bfloat16')" in message
+  assert "model.decoder.visible='neighbours' must be one of ('target', 'identity_source', 'none')" in message
+  assert "data.identity_pairs needs an even data.batch_size (pairs of clips), got 3" in message
+  assert "loss.mouth_weight=-1.0 must be a non-negative weight" in message
   assert not (tmp_path / "checkpoints").exists()

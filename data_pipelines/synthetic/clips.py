@@ -30,9 +30,12 @@ LABEL_VOCAB = {"phoneme": list(speech.PHONEMES), "viseme": list(speech.VISEMES),
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticSpec:
-  """What the corpus contains. The defaults are the project's default corpus (48 identities, 576 clips)."""
-  num_identities: int = 48
+  """What the corpus contains. The defaults are the project's default corpus (56 identities, 672 clips): 40
+  identities to train on, 8 for validation (every recipe decision) and 8 held out (the test split, "heldout",
+  reported once per configuration)."""
+  num_identities: int = 56
   num_heldout: int = 8
+  num_validation: int = 8
   clips_per_identity: int = 12
   image_size: int = 64
   fps: float = 25.0
@@ -48,6 +51,8 @@ class SyntheticSpec:
       problems.append(f"num_identities must be >= 2, got {self.num_identities}")
     if not 1 <= self.num_heldout < self.num_identities:
       problems.append(f"num_heldout must be in [1, num_identities), got {self.num_heldout}")
+    elif not 0 <= self.num_validation < self.num_identities - self.num_heldout:
+      problems.append(f"num_validation must be in [0, num_identities - num_heldout), got {self.num_validation}")
     if self.clips_per_identity < 1:
       problems.append(f"clips_per_identity must be >= 1, got {self.clips_per_identity}")
     if not 32 <= self.image_size <= 256:
@@ -84,14 +89,25 @@ def speaker_id(identity: int) -> str:
   return f"synth-{identity:04d}"
 
 
+SPLITS = ("train", "validation", "heldout")  # heldout = the test identities.
+
+
 def heldout_identities(spec: SyntheticSpec) -> frozenset[int]:
-  """Identities kept out of training: a seeded random subset."""
+  """Identities kept out of training and model selection (the test split): a seeded random subset."""
   order = spec.rng(_SPLIT).permutation(spec.num_identities)
   return frozenset(int(i) for i in order[:spec.num_heldout])
 
 
+def validation_identities(spec: SyntheticSpec) -> frozenset[int]:
+  """Identities kept out of training for choosing recipes: the next `num_validation` of the same permutation."""
+  order = spec.rng(_SPLIT).permutation(spec.num_identities)
+  return frozenset(int(i) for i in order[spec.num_heldout:spec.num_heldout + spec.num_validation])
+
+
 def split_of(spec: SyntheticSpec, identity: int) -> str:
-  return "heldout" if identity in heldout_identities(spec) else "train"
+  if identity in heldout_identities(spec):
+    return "heldout"
+  return "validation" if identity in validation_identities(spec) else "train"
 
 
 def identity_of_clip(spec: SyntheticSpec, clip: int) -> int:

@@ -62,9 +62,10 @@ def generate(spec: clips_lib.SyntheticSpec, out_dir: str | os.PathLike, *, num_w
       print(f"{out_dir}: corpus already generated with this spec; nothing to do")
     return existing
   heldout = clips_lib.heldout_identities(spec)
-  per_split = {"train": [], "heldout": []}
+  per_split = {name: [] for name in clips_lib.SPLITS if name != "validation" or spec.num_validation}
   for clip in range(spec.num_clips):
-    per_split["heldout" if clips_lib.identity_of_clip(spec, clip) in heldout else "train"].append(clip)
+    per_split[clips_lib.split_of(spec, clips_lib.identity_of_clip(spec, clip))].append(clip)
+  shards = {"train": train_shards, "validation": heldout_shards, "heldout": heldout_shards}  # Validation as test.
   if num_workers is None:
     num_workers = os.cpu_count() or 1
   start = time.time()
@@ -74,8 +75,8 @@ def generate(spec: clips_lib.SyntheticSpec, out_dir: str | os.PathLike, *, num_w
   pool = multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 1 else None
   try:
     splits = {
-        name: corpus_lib.write_split(out_dir, name, _generate_clips(pool, spec, indices, progress), num_shards)
-        for (name, indices), num_shards in zip(per_split.items(), (train_shards, heldout_shards))}
+        name: corpus_lib.write_split(out_dir, name, _generate_clips(pool, spec, indices, progress), shards[name])
+        for name, indices in per_split.items()}
   finally:
     progress.close()
     if pool is not None:
@@ -88,7 +89,7 @@ def generate(spec: clips_lib.SyntheticSpec, out_dir: str | os.PathLike, *, num_w
   if not quiet:
     frames = sum(s["num_frames"] for s in splits.values())
     print(f"{out_dir}: {spec.num_clips} clips ({frames} frames) of {spec.num_identities} identities "
-          f"({len(heldout)} held out) in {time.time() - start:.1f} s")
+          f"({spec.num_validation} for validation, {len(heldout)} held out) in {time.time() - start:.1f} s")
   return info
 
 
@@ -97,7 +98,9 @@ def define_flags() -> None:
   default = clips_lib.SyntheticSpec()
   flags.DEFINE_string("out", None, "Output corpus directory.", required=True)
   flags.DEFINE_integer("num_identities", default.num_identities, "Number of identities.")
-  flags.DEFINE_integer("num_heldout", default.num_heldout, "Identities kept out of training.")
+  flags.DEFINE_integer("num_heldout", default.num_heldout, "Identities held out for testing (split 'heldout').")
+  flags.DEFINE_integer("num_validation", default.num_validation,
+                       "Identities kept out of training for model selection (split 'validation'; 0: none).")
   flags.DEFINE_integer("clips_per_identity", default.clips_per_identity, "Clips per identity.")
   flags.DEFINE_integer("image_size", default.image_size, "Frame height and width in pixels.")
   flags.DEFINE_integer("min_words", default.min_words, "Fewest words per sentence.")
@@ -105,12 +108,13 @@ def define_flags() -> None:
   flags.DEFINE_integer("seed", default.seed, "Corpus seed.")
   flags.DEFINE_integer("num_workers", None, "Worker processes (default: one per CPU).")
   flags.DEFINE_integer("train_shards", 8, "ArrayRecord shards of the train split.")
-  flags.DEFINE_integer("heldout_shards", 2, "ArrayRecord shards of the held-out split.")
+  flags.DEFINE_integer("heldout_shards", 2, "ArrayRecord shards of the held-out and validation splits.")
 
 
 def spec_from_flags() -> clips_lib.SyntheticSpec:
   f = flags.FLAGS
   return clips_lib.SyntheticSpec(num_identities=f.num_identities, num_heldout=f.num_heldout,
+                                 num_validation=f.num_validation,
                                  clips_per_identity=f.clips_per_identity, image_size=f.image_size,
                                  min_words=f.min_words, max_words=f.max_words, seed=f.seed)
 

@@ -1,7 +1,7 @@
 """`synclipmae pretrain --config=configs/pretrain.py:VARIANT --workdir=DIR [--config.x.y=z ...]`.
 
-Trains (resuming from DIR if it holds checkpoints), then runs the zero-shot sync evaluation on the held-out
-split and prints where everything is.
+Trains (resuming from DIR if it holds checkpoints), then runs the zero-shot sync evaluation (and, on labelled
+corpora, the factor probes) on the config's eval split (the validation identities) and prints where everything is.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def _evaluate_factors(model, corpus, config, workdir: str, step: int) -> dict[st
   synthetic corpus); nothing otherwise."""
   from synclipmae import inference
   from synclipmae.eval import factors
-  split = config.data.eval_split
+  from synclipmae.eval import sync
+  split = sync.evaluation_split(config, corpus)
   if not corpus.manifest(split) or not all(label in corpus.read(split, 0).labels
                                            for label, _ in factors.FACTORS.values()):
     return {}

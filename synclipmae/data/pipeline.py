@@ -7,6 +7,12 @@ Everything is a `grain.MapDataset`, so an element is a pure function of (seed, p
 deterministic, its iterator state is one small dict (saved with the model checkpoints), and worker processes
 (`num_workers`) change the speed but never the batches.
 
+Identity pairs (`identity_pairs`): each element is two windows of the same speaker from two different clips
+(the second clip drawn at random among the speaker's others), so a batch of B clips holds B/2 speakers, clips
+2i and 2i+1 sharing one. The trainer then takes z_id for a frame from the other clip of its pair: it shares the
+identity, but not the clip's expression, head motion or speech. A speaker with one clip pairs it with itself
+(another window).
+
 Multi-host: the global order is shuffled identically on every process and process `i` of `n` takes positions
 i, i+n, i+2n, ..., so one epoch is split across processes disjointly and completely; each process yields its own
 `batch_size` (the per-process batch) and the trainer assembles the global array.
@@ -104,11 +110,40 @@ class WindowLoader:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class PairLoader:
+  """An element of `_ClipSubset` -> the stacked windows [2, ...] of it and of another clip of the same speaker."""
+  loader: WindowLoader
+  subset: _ClipSubset
+  partners: dict  # record index -> subset positions of the same speaker's other eligible clips.
+
+  def __call__(self, element: tuple, rng: np.random.Generator) -> dict[str, Any]:
+    others = self.partners[element[0]]
+    partner = self.subset[int(others[rng.integers(len(others))])] if len(others) else element
+    first, second = self.loader(element, rng), self.loader(partner, rng)
+    return {k: np.stack([first[k], second[k]]) for k in first}
+
+
+def _same_speaker_partners(entries: Sequence[dict[str, Any]], eligible: np.ndarray) -> dict[int, np.ndarray]:
+  """record index -> positions in `eligible` of the other eligible records of the same speaker."""
+  by_speaker: dict[str, list[int]] = {}
+  for position, index in enumerate(eligible):
+    by_speaker.setdefault(entries[index]["speaker_id"], []).append(position)
+  return {int(index): np.array([p for p in by_speaker[entries[index]["speaker_id"]] if p != position], np.int64)
+          for position, index in enumerate(eligible)}
+
+
+def _flatten_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """[B/2, 2, ...] -> [B, ...]: pair members next to each other (clips 2i, 2i+1)."""
+  return {k: v.reshape(v.shape[0] * 2, *v.shape[2:]) for k, v in batch.items()}
+
+
 def make_dataset(corpus: Corpus | str, split: str, *, batch_size: int, num_frames: int, seed: int = 0,
                  patch_size: int | None = None, audio_margin_frames: int = 2, labels: Sequence[str] = (),
                  shuffle: bool = True, random_window: bool = True, num_epochs: int | None = None,
                  process_index: int | None = None, process_count: int | None = None,
-                 drop_remainder: bool = True, audio_features: str | None = None) -> grain.MapDataset:
+                 drop_remainder: bool = True, audio_features: str | None = None,
+                 identity_pairs: bool = False) -> grain.MapDataset:
   """The batched dataset of one split for this process.
 
   Args:
@@ -128,6 +163,7 @@ def make_dataset(corpus: Corpus | str, split: str, *, batch_size: int, num_frame
     drop_remainder: drop a last partial batch.
     audio_features: a directory of precomputed audio features (`synclipmae.data.audio_features`); if set, also
       yields "audio_features" float16 [T + 2*audio_margin_frames, L, C].
+    identity_pairs: batches of `batch_size` / 2 same-speaker pairs of clips (module docstring); batch_size even.
   """
   corpus = corpus if isinstance(corpus, Corpus) else Corpus(corpus)
   if process_index is None or process_count is None:
@@ -137,12 +173,16 @@ def make_dataset(corpus: Corpus | str, split: str, *, batch_size: int, num_frame
     raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
   if batch_size < 1 or num_frames < 1:
     raise ValueError(f"batch_size and num_frames must be positive, got {batch_size} and {num_frames}")
-  lengths = np.array([entry["num_frames"] for entry in corpus.manifest(split)])
+  if identity_pairs and batch_size % 2:
+    raise ValueError(f"identity_pairs needs an even batch size (pairs of clips), got {batch_size}")
+  entries = corpus.manifest(split)
+  lengths = np.array([entry["num_frames"] for entry in entries])
   eligible = np.flatnonzero(lengths >= num_frames)
   if len(eligible) == 0:
     raise ValueError(f"{corpus.directory}/{split}: no clip has {num_frames} frames (longest: {lengths.max()})")
   features = audio_features_lib.AudioFeatures(audio_features).source(split) if audio_features else None
-  ds = grain.MapDataset.source(_ClipSubset(corpus.source(split), eligible, features))
+  subset = _ClipSubset(corpus.source(split), eligible, features)
+  ds = grain.MapDataset.source(subset)
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs)
@@ -150,6 +190,9 @@ def make_dataset(corpus: Corpus | str, split: str, *, batch_size: int, num_frame
   loader = WindowLoader(num_frames=num_frames, speakers=tuple(corpus.speakers), patch_size=patch_size,
                         audio_margin_frames=audio_margin_frames, labels=tuple(labels),
                         random_window=random_window, where=f"{corpus.directory}/{split} record")
+  if identity_pairs:
+    ds = ds.random_map(PairLoader(loader, subset, _same_speaker_partners(entries, eligible)), seed=seed)
+    return ds.batch(batch_size // 2, drop_remainder=drop_remainder).map(_flatten_pairs)
   ds = ds.random_map(loader, seed=seed)
   return ds.batch(batch_size, drop_remainder=drop_remainder)
 

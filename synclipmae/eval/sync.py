@@ -113,9 +113,9 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
   graphdef, state = nnx.split(model)
 
   @jax.jit
-  def embed(state, frames, keep, audio):
+  def embed(state, frames, keep, mouth, audio):
     m = nnx.merge(graphdef, state)
-    z_voc = m.encode_frames(frames, keep)["z_voc"]
+    z_voc = m.encode_frames(frames, keep, mouth)["z_voc"]
     return z_voc, m.encode_audio(audio, window)
 
   results = {k: {"sims": [], "dists": []} for k in contexts}
@@ -131,8 +131,10 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
       masks.append((clip.face_masks[start:start + window], clip.mouth_masks[start:start + window]))
       audio.append(shifted_audio_window(clip.audio_float(), start, window, shift, margin_frames, spf))
     frames = np.concatenate(frames).astype(np.float32) / 255.0
-    keep = view_keep(view, *(np.concatenate([m[i] for m in masks]) for i in (0, 1)))
-    z_voc, tokens = jax.device_get(embed(state, frames, keep, np.stack(audio)))
+    face, mouth = (np.concatenate([m[i] for m in masks]) for i in (0, 1))
+    keep = view_keep(view, face, mouth)
+    mouth = pipeline.patch_fractions(mouth, view["patch_size"]) if view else None  # For encoder.mouth_private.
+    z_voc, tokens = jax.device_get(embed(state, frames, keep, mouth, np.stack(audio)))
     z_voc = z_voc.reshape(batch_size, window, -1)
     for i in range(len(plan[b:b + batch_size])):
       offsets.append(chunk[i][2])
@@ -179,12 +181,28 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
 
 def evaluate_config(model, corpus: Corpus, config, *, split: str | None = None, context_frames: int | None = None,
                     num_samples: int | None = None) -> dict[str, Any]:
-  """`evaluate` with the settings of a pretraining config (eval section, audio margin, seed, bypass-2 view);
-  the keyword arguments override the config's."""
-  return evaluate(model, corpus, split or config.data.eval_split,
+  """`evaluate` with the settings of a pretraining config (eval section incl. its sampling seed, audio margin,
+  bypass-2 view); the keyword arguments override the config's."""
+  return evaluate(model, corpus, split or evaluation_split(config, corpus),
                   context_frames=context_frames or config.eval.context_frames, max_offset=config.eval.max_offset,
                   num_samples=num_samples or config.eval.num_samples,
-                  margin_frames=config.model.audio.margin_frames, seed=config.seed, view=bypass2_view(config))
+                  margin_frames=config.model.audio.margin_frames, seed=eval_seed(config), view=bypass2_view(config))
+
+
+def evaluation_split(config, corpus: Corpus) -> str:
+  """`data.eval_split`; a corpus without a validation split (e.g. from `prep`) is evaluated on "heldout", said in
+  the log (and the result names its split)."""
+  split = config.data.eval_split
+  if split == "validation" and split not in corpus.splits and "heldout" in corpus.splits:
+    print(f"note: {corpus.directory} has no 'validation' split; evaluating on 'heldout'")
+    return "heldout"
+  return split
+
+
+def eval_seed(config) -> int:
+  """The evaluation's sampling seed: `eval.seed`, independent of the training seed (configs from before it
+  existed used the training seed)."""
+  return int(config.eval.get("seed", config.seed))
 
 
 def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, str]:

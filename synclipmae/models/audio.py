@@ -89,7 +89,8 @@ class LogMelEncoder(nnx.Module):
   The LayerNorm over bands keeps every feature frame local in time and on one scale; it would also remove the
   frame's loudness, the most direct acoustic correlate of mouth opening, so the frame's mean log-mel is appended
   as one more input channel, on a fixed scale (about 0 for silence, 1 for loud speech).
-  Returns every conv layer's output as the hidden states.
+  Returns every conv layer's output as the hidden states, or those listed in `logmel.layers` (1-based: 3 = the
+  last of 3; the last-layer-only ablation of the paper's multi-layer audio features).
   """
   frozen = False
 
@@ -98,7 +99,11 @@ class LogMelEncoder(nnx.Module):
       raise ValueError(f"LogMelEncoder is built for {SAMPLE_RATE} Hz audio, got sample_rate={cfg.sample_rate}")
     c = cfg.logmel
     self.num_mels = c.num_mels
-    self.num_layers = c.depth
+    self.depth = c.depth
+    self.layers = tuple(c.get("layers", ())) or tuple(range(1, c.depth + 1))
+    if not all(1 <= k <= c.depth for k in self.layers):
+      raise ValueError(f"model.audio.logmel.layers={self.layers}: layers are numbered 1..{c.depth}")
+    self.num_layers = len(self.layers)
     self.hidden_size = c.width
     # eps 1e-2 (band variance is ~0.3 for the noise floor, 1-10 for speech): digital silence gives a constant
     # frame, whose normalised value would otherwise be rounding noise amplified 1000-fold.
@@ -111,7 +116,7 @@ class LogMelEncoder(nnx.Module):
   @property
   def receptive_field(self) -> int:
     """How many feature frames each side an output frame reads (kernel 3: one per layer)."""
-    return self.num_layers
+    return self.depth
 
   def __call__(self, waveform: jax.Array) -> list[jax.Array]:
     log_mel = log_mel_spectrogram(waveform, self.num_mels)
@@ -122,7 +127,7 @@ class LogMelEncoder(nnx.Module):
       y = jax.nn.gelu(conv(x), approximate=False)
       x = x + y if y.shape == x.shape else y  # Residual wherever widths match (all but the first layer).
       hidden.append(x)
-    return hidden
+    return [hidden[k - 1] for k in self.layers]
 
 
 def make_audio_encoder(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs, dtype=jnp.float32) -> AudioEncoder:

@@ -3,6 +3,18 @@
 The visible patch tokens go back to their grid positions, learned mask tokens fill the rest, and every block
 self-attends over all P tokens and then cross-attends to the conditioning tokens. The driving slot holds z_voc
 (video-driven pass) or the audio token (audio-driven pass); one set of weights serves both.
+
+Which visible patches (`decoder.visible`, chosen by the model, not here): "target" — the frame's own bypass-1
+patches (the paper); "identity_source" — the bypass-1 patches of the frame that gave z_id (a reference frame, as
+in Wav2Lip); "none" — no patches, the frame is drawn from the three tokens alone.
+
+`decoder.cond_broadcast` (ours) also adds a projection of all three tokens, concatenated, to every position
+before the blocks: each position's MLP then sees its position and the whole conditioning together, which a
+decoder that draws the frame from tokens (visible="none") needs to place a face in its pose (BENCHMARKS.md).
+
+With a per-patch normalised target (loss.norm_pix, MAE) the pixel head alone cannot draw a frame: each patch's
+mean and spread are divided out. `decoder.patch_stats` adds a second head for them (`losses.patch_statistics`), so the
+decoder outputs pixels (`render`) for swap renders and dubbing.
 """
 
 from __future__ import annotations
@@ -18,7 +30,8 @@ COND_SLOTS = ("identity", "ambient", "driving")  # Order of the conditioning tok
 
 
 class Decoder(nnx.Module):
-  """(visible patches [M,K,E], keep [M,K], cond [M,3,Dp]) -> pixels of every patch [M, P, p*p*3] (`vit.patchify`)."""
+  """(visible patches [M,K,E] | None, keep [M,K] | None, cond [M,3,Dp]) -> pixels of every patch [M, P, p*p*3]
+  (`vit.patchify`). Without patches every position starts as the mask token."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs, dtype=jnp.float32):
     d = cfg.decoder
@@ -33,21 +46,46 @@ class Decoder(nnx.Module):
                             for _ in range(d.depth)])
     self.norm = vit.layer_norm(d.width, rngs=rngs, dtype=dtype)
     self.head = vit.dense(d.width, cfg.patch_size ** 2 * 3, rngs=rngs, dtype=dtype)
+    self.stats_head = vit.dense(d.width, 2, rngs=rngs, dtype=dtype) if d.get("patch_stats", False) else None
+    self.cond_broadcast = (vit.dense(len(COND_SLOTS) * cfg.prompt_dim, d.width, rngs=rngs, dtype=dtype)
+                           if d.get("cond_broadcast", False) else None)
+    # Scale and shift of the final normalised tokens from the conditioning (AdaLN, as in DiT), zero-initialised
+    # so that training starts from the plain decoder.
+    zeros = nnx.initializers.zeros_init()
+    self.cond_modulation = (nnx.Linear(len(COND_SLOTS) * cfg.prompt_dim, 2 * d.width, kernel_init=zeros,
+                                       bias_init=zeros, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+                            if d.get("cond_modulation", False) else None)
     self.dtype = dtype
 
   @property
   def num_patches(self) -> int:
     return self.grid[0] * self.grid[1]
 
-  def __call__(self, patches: jax.Array, keep: jax.Array, cond: jax.Array) -> jax.Array:
-    m = patches.shape[0]
+  def __call__(self, patches: jax.Array | None, keep: jax.Array | None, cond: jax.Array
+               ) -> tuple[jax.Array, jax.Array | None]:
+    """-> (pixels [M,P,p*p*3], patch statistics [M,P,2] (mean, std; `losses.patch_statistics`) or None)."""
+    m = cond.shape[0]
     if cond.shape[1:2] != (len(COND_SLOTS),):
       raise ValueError(f"cond must be [M, {len(COND_SLOTS)}, Dp] ({', '.join(COND_SLOTS)}), got {cond.shape}")
-    x = self.embed(patches.astype(self.dtype))
     tokens = jnp.broadcast_to(self.mask_token[...].astype(self.dtype), (m, self.num_patches, self.width))
-    tokens = tokens.at[jnp.arange(m)[:, None], keep].set(x)  # Visible tokens back to their positions.
+    if patches is not None:  # Visible tokens back to their positions.
+      tokens = tokens.at[jnp.arange(m)[:, None], keep].set(self.embed(patches.astype(self.dtype)))
     tokens = tokens + jnp.asarray(vit.sincos_pos_embed_2d(self.width, self.grid), self.dtype)
     context = self.cond_proj(cond.astype(self.dtype)) + self.cond_type[...].astype(self.dtype)
+    c = cond.astype(jnp.float32)  # The whole conditioning, each token on one scale, for broadcast / modulation.
+    c = ((c - c.mean(-1, keepdims=True)) * jax.lax.rsqrt(c.var(-1, keepdims=True) + 1e-6)).reshape(m, -1)
+    if self.cond_broadcast is not None:  # The whole conditioning at every position.
+      tokens = tokens + self.cond_broadcast(c.astype(self.dtype))[:, None]
     for block in self.blocks:
       tokens = block(tokens, context)
-    return self.head(self.norm(tokens)).astype(jnp.float32)
+    tokens = self.norm(tokens)
+    if self.cond_modulation is not None:  # out_p = head(LN(x_p) * (1 + scale(c)) + shift(c)): bilinear in (p, c).
+      scale, shift = jnp.split(self.cond_modulation(c.astype(self.dtype))[:, None], 2, axis=-1)
+      tokens = tokens * (1 + scale) + shift
+    stats = None if self.stats_head is None else self.stats_head(tokens).astype(jnp.float32)
+    return self.head(tokens).astype(jnp.float32), stats
+
+
+def denormalize(pixels: jax.Array, stats: jax.Array) -> jax.Array:
+  """Normalised patches [..., D] and their (mean, std) [..., 2] -> pixel patches in [0, 1]."""
+  return jnp.clip(pixels * jnp.maximum(stats[..., 1:], 0.0) + stats[..., :1], 0.0, 1.0)

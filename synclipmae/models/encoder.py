@@ -16,6 +16,13 @@ keep the design above:
   encoder.cls_token  False (default). True: one learned token, first in the sequence, as in MAE / ViT checkpoints;
                      it carries no position embedding of its own (a checkpoint's CLS position row is folded into it
                      on loading), stays in the sequence in training, and is returned only by `backbone`.
+
+One option keeps the mouth out of z_id and z_amb (ours; BENCHMARKS.md "Tokens that factorize"):
+  encoder.mouth_private  True: patches of the mouth region (any pixel of the frame's mouth mask) and the vocal
+                     prompt token form a private group: it reads every token, while the other patches, the
+                     identity and ambient prompt tokens (and a CLS token) attend only to tokens outside it.
+                     So z_id and z_amb provably carry nothing that only the mouth shows, while z_voc reads the whole
+                     view. The encoder then needs each frame's per-patch mouth fractions (`mouth`).
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ class FrameEncoder(nnx.Module):
                       if pos_embed == "learned" else None)
     self.cls_token = (nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (e.width,)))
                       if e.get("cls_token", False) else None)
+    self.mouth_private = bool(e.get("mouth_private", False))
 
   @property
   def num_patches(self) -> int:
@@ -103,14 +111,21 @@ class FrameEncoder(nnx.Module):
       pos = jnp.take_along_axis(pos, keep[..., None], axis=1)
     return self.patch_embed(pixels.astype(self.dtype)) + pos.astype(self.dtype)
 
-  def _transform(self, tokens: list[jax.Array]) -> tuple[jax.Array, jax.Array | None]:
-    """[CLS] + tokens through the blocks and the final norm -> (outputs of `tokens` concatenated, CLS output)."""
+  def _transform(self, tokens: list[jax.Array], private: jax.Array | None = None
+                 ) -> tuple[jax.Array, jax.Array | None]:
+    """[CLS] + tokens through the blocks and the final norm -> (outputs of `tokens` concatenated, CLS output).
+
+    private: optional bool [N, S] over the concatenated tokens; a token outside the private group does not
+    attend to the private ones (`mouth_private`)."""
     n = tokens[0].shape[0]
     if self.cls_token is not None:
       tokens = [jnp.broadcast_to(self.cls_token[...].astype(self.dtype), (n, 1, self.width)), *tokens]
+      if private is not None:
+        private = jnp.concatenate([jnp.zeros((n, 1), bool), private], axis=1)
     x = jnp.concatenate(tokens, axis=1)
+    mask = None if private is None else private[:, :, None] | ~private[:, None, :]  # [N, query, key]
     for block in self.blocks:
-      x = block(x)
+      x = block(x, mask)
     x = self.norm(x)
     return (x[:, 1:], x[:, 0]) if self.cls_token is not None else (x, None)
 
@@ -125,15 +140,30 @@ class FrameEncoder(nnx.Module):
       out["cls"] = cls.astype(jnp.float32)
     return out
 
-  def __call__(self, frames: jax.Array, keep: jax.Array | None = None) -> dict[str, jax.Array]:
-    """frames float32 [N,H,W,3] in [0,1]; keep int32 [N,K] visible patch indices (None: all patches).
+  def private_tokens(self, keep: jax.Array, mouth: jax.Array | None) -> jax.Array | None:
+    """bool [N, K + 3]: the private group of `mouth_private` (kept mouth patches, then z_voc); None when off."""
+    if not self.mouth_private:
+      return None
+    if mouth is None:
+      raise ValueError("model.encoder.mouth_private=True: the encoder needs each frame's per-patch mouth fractions "
+                       "(mouth [N, P], e.g. the pipeline's mouth_patches or pipeline.patch_fractions(mouth_masks))")
+    mouth_kept = jnp.take_along_axis(jnp.asarray(mouth) > 0, keep, axis=1)
+    prompts = jnp.broadcast_to(jnp.asarray([f == "voc" for f in FACTORS]), (keep.shape[0], len(FACTORS)))
+    return jnp.concatenate([mouth_kept, prompts], axis=1)
+
+  def __call__(self, frames: jax.Array, keep: jax.Array | None = None, mouth: jax.Array | None = None
+               ) -> dict[str, jax.Array]:
+    """frames float32 [N,H,W,3] in [0,1]; keep int32 [N,K] visible patch indices (None: all patches); mouth
+    [N,P] the fraction of each patch inside the mouth mask (needed with `mouth_private`, ignored otherwise).
 
     Returns {"patches": [N,K,E] visible-patch outputs after the final norm, "z_id", "z_voc", "z_amb": [N,Dp]}.
     """
     x = self._embed(frames, keep)
     n = x.shape[0]
+    if keep is None:
+      keep = self.all_patches(n, x.shape[1])
     prompts = jnp.broadcast_to(self.prompt_tokens[...].astype(self.dtype), (n, len(FACTORS), self.width))
-    x, _ = self._transform([x, prompts])
+    x, _ = self._transform([x, prompts], self.private_tokens(keep, mouth))
     patches, prompts = x[:, :-len(FACTORS)], x[:, -len(FACTORS):]
     return {"patches": patches.astype(jnp.float32), "z_id": self.head_id(prompts[:, 0]),
             "z_voc": self.head_voc(prompts[:, 1]), "z_amb": self.head_amb(prompts[:, 2])}

@@ -22,7 +22,8 @@ import ml_collections
 from flax import nnx
 
 from synclipmae.models import audio as audio_lib
-from synclipmae.models.decoder import Decoder
+from synclipmae.models import vit
+from synclipmae.models.decoder import Decoder, denormalize
 from synclipmae.models.encoder import FrameEncoder
 
 
@@ -46,6 +47,9 @@ def param_counts(model: nnx.Module) -> dict[str, int]:
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# Which bypass-1 patches the decoder sees (decoder.py): the frame's own (paper), those of the frame that gave z_id,
+# or none.
+DECODER_VISIBLE = ("target", "identity_source", "none")
 
 
 def compute_dtype(name) -> jnp.dtype:
@@ -70,6 +74,9 @@ class SyncLipMAE(nnx.Module):
     self.audio_adapter = audio_lib.AudioAdapter(cfg, self.audio_encoder.hidden_size,
                                                 self.audio_encoder.num_layers, rngs=rngs, dtype=dtype)
     self.decoder = Decoder(cfg, rngs=rngs, dtype=dtype)
+    self.decoder_visible = cfg.decoder.get("visible", "target")
+    if self.decoder_visible not in DECODER_VISIBLE:
+      raise ValueError(f"model.decoder.visible={self.decoder_visible!r}: expected one of {DECODER_VISIBLE}")
     # Inverse temperature of the contrastive loss (CLIP): exp(logit_scale) multiplies cosine similarities.
     self.logit_scale = nnx.Param(jnp.asarray(math.log(1 / 0.07), jnp.float32))
 
@@ -81,9 +88,12 @@ class SyncLipMAE(nnx.Module):
 
   # Inference helpers (evaluation, notebooks, precomputing features).
 
-  def encode_frames(self, frames: jax.Array, keep: jax.Array | None = None) -> dict[str, jax.Array]:
-    """frames [N,H,W,3] in [0,1] -> {"z_id","z_voc","z_amb": [N,Dp], "patches": [N,K,E]}; all patches if keep=None."""
-    return self.encoder(frames, keep)
+  def encode_frames(self, frames: jax.Array, keep: jax.Array | None = None, mouth: jax.Array | None = None
+                    ) -> dict[str, jax.Array]:
+    """frames [N,H,W,3] in [0,1] -> {"z_id","z_voc","z_amb": [N,Dp], "patches": [N,K,E]}; all patches if keep=None.
+
+    mouth [N,P]: per-patch mouth fractions, needed by an encoder with `mouth_private` (FrameEncoder)."""
+    return self.encoder(frames, keep, mouth)
 
   def encode_audio(self, audio: jax.Array, num_frames: int) -> jax.Array:
     """audio [B, (T + 2*margin) * 640] -> audio tokens [B, T, Dp], T = num_frames."""
@@ -111,22 +121,44 @@ class SyncLipMAE(nnx.Module):
                        f"{num_frames} (they must cover num_frames + 2*{self.audio_adapter.margin} video frames)")
     return tokens
 
-  def decode(self, patches: jax.Array, keep: jax.Array, cond: jax.Array) -> jax.Array:
-    """patches [M,K,E], keep [M,K], cond [M,3,Dp] (identity, ambient, driving) -> pixels [M, P, p*p*3]."""
+  def decode(self, patches: jax.Array | None, keep: jax.Array | None, cond: jax.Array) -> jax.Array:
+    """patches [M,K,E], keep [M,K] (None, None for decoder.visible="none"), cond [M,3,Dp] (identity, ambient,
+    driving) -> pixels [M, P, p*p*3]."""
+    return self._decode(patches, keep, cond)[0]
+
+  def _decode(self, patches, keep, cond):
+    if self.decoder_visible == "none":
+      patches = keep = None
     return self.decoder(patches, keep, cond)
+
+  def render(self, patches: jax.Array | None, keep: jax.Array | None, cond: jax.Array, *, norm_pix: bool = True
+             ) -> jax.Array:
+    """`decode` as images [M, H, W, 3] in [0, 1]. A norm_pix-trained decoder needs `decoder.patch_stats` (its
+    patches come without their mean and spread); norm_pix=False: the pixel head's output is the image."""
+    pixels, stats = self._decode(patches, keep, cond)
+    if norm_pix:
+      if stats is None:
+        raise ValueError("this decoder predicts per-patch normalised pixels (loss.norm_pix) without their statistics; "
+                         "rendering images needs a model trained with model.decoder.patch_stats=True")
+      pixels = denormalize(pixels, stats)
+    grid = self.decoder.grid
+    return vit.unpatchify(jnp.clip(pixels, 0.0, 1.0), self.encoder.patch_size, grid)
 
   def __call__(self, inputs: dict[str, jax.Array], *, num_frames: int) -> dict[str, jax.Array]:
     """One training forward pass; see the module docstring for the layout of N.
 
     inputs: "frames", "frames_jittered" [N,H,W,3]; "keep_uniform", "keep_face" int32 [N,K];
     "audio" [B, (T + 2*margin) * 640] or "audio_features" [B, T + 2*margin, L, C] (precomputed);
-    "id_source" int32 [N] (the frame whose z_id conditions frame n);
-    optional "amb_source" int32 [N] (the frame whose z_amb conditions frame n; default: frame n itself).
+    "id_source" int32 [N] (the frame whose z_id, and with decoder.visible="identity_source" whose visible patches,
+    condition frame n); optional "amb_source" int32 [N] (the frame whose z_amb conditions frame n; default: frame
+    n itself); "mouth_patches" [N,P] per-patch mouth fractions (needed with encoder.mouth_private).
     """
     n = inputs["frames"].shape[0]
+    mouth = inputs.get("mouth_patches")
     # Both bypasses in one encoder call: 1 = clean frames, uniform mask; 2 = jittered frames, face-aware mask.
     enc = self.encoder(jnp.concatenate([inputs["frames"], inputs["frames_jittered"]]),
-                       jnp.concatenate([inputs["keep_uniform"], inputs["keep_face"]]))
+                       jnp.concatenate([inputs["keep_uniform"], inputs["keep_face"]]),
+                       None if mouth is None else jnp.concatenate([mouth, mouth]))
     z_id, patches = enc["z_id"][:n], enc["patches"][:n]
     z_voc, z_amb = enc["z_voc"][n:], enc["z_amb"][n:]
 
@@ -140,9 +172,13 @@ class SyncLipMAE(nnx.Module):
     # Both reconstructions in one decoder call: driving token z_voc (video-driven), then a (audio-driven).
     cond = jnp.concatenate([jnp.stack([z_id_cond, z_amb_cond, z_voc], axis=1),
                             jnp.stack([z_id_cond, z_amb_cond, audio_tokens], axis=1)])
-    keep = inputs["keep_uniform"]
-    recon = self.decoder(jnp.concatenate([patches, patches]), jnp.concatenate([keep, keep]), cond)
+    seen, keep = patches, inputs["keep_uniform"]
+    if self.decoder_visible == "identity_source":  # The reference frame's patches, not the target's.
+      seen, keep = seen[inputs["id_source"]], keep[inputs["id_source"]]
+    recon, stats = self._decode(jnp.concatenate([seen, seen]), jnp.concatenate([keep, keep]), cond)
     return {"z_id": z_id, "z_voc": z_voc, "z_amb": z_amb, "audio_tokens": audio_tokens, "z_id_cond": z_id_cond,
+            "z_amb_uniform": enc["z_amb"][:n],  # z_amb of the bypass-1 view: the second view of loss.amb_con.
             "z_amb_cond": z_amb_cond,
             "patches_uniform": patches, "recon_video": recon[:n], "recon_audio": recon[n:],
-            "logit_scale": self.logit_scale[...]}
+            "logit_scale": self.logit_scale[...],
+            **({} if stats is None else {"stats_video": stats[:n], "stats_audio": stats[n:]})}

@@ -100,11 +100,14 @@ class Attention(nnx.Module):
     self.v = dense(context_dim, dim, rngs=rngs, dtype=dtype)
     self.out = dense(dim, dim, rngs=rngs, dtype=dtype)
 
-  def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, context: jax.Array | None = None, mask: jax.Array | None = None) -> jax.Array:
+    """mask: optional bool [B, Sq, Sk], True where query i may attend to key j (every row needs one True)."""
     context = x if context is None else context
     heads = lambda t: einops.rearrange(t, "b s (h d) -> b s h d", h=self.num_heads)
     q, k, v = heads(self.q(x)), heads(self.k(context)), heads(self.v(context))
-    out = jax.nn.dot_product_attention(q, k, v)  # Scaled by 1/sqrt(head_dim); XLA on CPU, fused where available.
+    mask = None if mask is None else mask[:, None]  # One mask for all heads.
+    # Scaled by 1/sqrt(head_dim); XLA on CPU, fused where available.
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
     return self.out(einops.rearrange(out, "b s h d -> b s (h d)"))
 
 
@@ -126,8 +129,8 @@ class Block(nnx.Module):
     self.norm2 = layer_norm(dim, rngs=rngs, dtype=dtype)
     self.mlp = Mlp(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = x + self.attn(self.norm1(x))
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    x = x + self.attn(self.norm1(x), mask=mask)
     return x + self.mlp(self.norm2(x))
 
 

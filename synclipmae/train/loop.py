@@ -25,7 +25,7 @@ from flax import nnx
 from synclipmae import pretrained
 from synclipmae.data import pipeline
 from synclipmae.data.corpus import CORPUS_FILE, Corpus
-from synclipmae.models.synclipmae import COMPUTE_DTYPES
+from synclipmae.models.synclipmae import COMPUTE_DTYPES, DECODER_VISIBLE
 from synclipmae.train import sharding
 from synclipmae.train.checkpoint import Checkpoints
 from synclipmae.train.metrics import MetricWriter, Progress
@@ -69,12 +69,18 @@ def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
       problems.append(f"masking.{name}={config.masking.get(name)} must be > 0 (1 = no preference)")
   if config.data.num_frames < 2 and config.masking.identity_shuffle:
     problems.append("data.num_frames must be >= 2 for masking.identity_shuffle (z_id comes from another frame)")
+  if config.data.get("identity_pairs", False) and config.data.batch_size % 2:
+    problems.append(f"data.identity_pairs needs an even data.batch_size (pairs of clips), got "
+                    f"{config.data.batch_size}")
+  if m.decoder.get("visible", "target") not in DECODER_VISIBLE:
+    problems.append(f"model.decoder.visible={m.decoder.visible!r} must be one of {DECODER_VISIBLE}")
   lo, hi = config.masking.get("ambient_min_shift", 0), config.masking.get("ambient_max_shift", 0)
   if hi and not 1 <= lo <= hi < config.data.num_frames:
     problems.append(f"masking.ambient_min_shift={lo} / ambient_max_shift={hi}: need 1 <= min <= max < "
                     f"data.num_frames={config.data.num_frames} (max 0 turns the shift off)")
   for name, weight in config.loss.items():
-    if name in ("rec_video", "rec_audio", "con", "con_clip", "xcov") and not weight >= 0:
+    weights = ("rec_video", "rec_audio", "rec_stats", "con", "con_clip", "xcov", "mouth_weight", "amb_con")
+    if name in weights and not weight >= 0:
       problems.append(f"loss.{name}={weight} must be a non-negative weight")
   if m.get("dtype", "float32") not in COMPUTE_DTYPES:
     problems.append(f"model.dtype={m.dtype!r} must be one of {COMPUTE_DTYPES}")
@@ -117,7 +123,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   dataset = pipeline.make_dataset(
       corpus, config.data.train_split, batch_size=local_batch, num_frames=config.data.num_frames,
       seed=config.seed, patch_size=config.model.patch_size, audio_margin_frames=config.model.audio.margin_frames,
-      audio_features=config.data.get("audio_features") or None)
+      audio_features=config.data.get("audio_features") or None,
+      identity_pairs=config.data.get("identity_pairs", False))
   iterator = pipeline.make_iterator(dataset, num_workers=config.data.num_workers)
 
   graphdef, abstract, shardings = abstract_train_state(config, mesh)

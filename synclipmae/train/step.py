@@ -90,7 +90,9 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
   keep_face = masking.face_aware_keep(k_face, batch["face_patches"].reshape(n, num_patches), num_keep,
                                       config.masking.face_bias, batch["mouth_patches"].reshape(n, num_patches),
                                       config.masking.mouth_bias)
-  if config.masking.identity_shuffle:
+  if config.masking.identity_shuffle and config.data.get("identity_pairs", False):
+    id_source = masking.partner_identity_sources(k_identity, b, t)
+  elif config.masking.identity_shuffle:
     id_source = masking.identity_sources(k_identity, b, t)
   else:
     id_source = jnp.arange(n, dtype=jnp.int32)
@@ -99,21 +101,30 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
                                          config.masking.ambient_max_shift)
   else:
     amb_source = jnp.arange(n, dtype=jnp.int32)
+  jittered = masking.photometric_jitter(k_jitter, frames, **config.masking.jitter,
+                                       frames_per_draw=t if config.masking.get("jitter_per_clip", False) else 1)
+  if config.masking.get("one_bypass", False):  # Ablation: every token from the bypass-1 view.
+    jittered, keep_face = frames, keep_uniform
   inputs = {
       "frames": frames,
-      "frames_jittered": masking.photometric_jitter(
-          k_jitter, frames, **config.masking.jitter,
-          frames_per_draw=t if config.masking.get("jitter_per_clip", False) else 1),
+      "frames_jittered": jittered,
       "keep_uniform": keep_uniform,
       "keep_face": keep_face,
       **({"audio_features": batch["audio_features"]} if "audio_features" in batch else {"audio": batch["audio"]}),
       "id_source": id_source,
       "amb_source": amb_source,
+      "mouth_patches": batch["mouth_patches"].reshape(n, num_patches),
   }
+  # The loss covers the patches the decoder did not see: with another frame's patches (or none), all of them.
+  sees_target = config.model.decoder.get("visible", "target") == "target"
   aux = {
       "target": masking.patchify(frames, p),
-      "masked": masking.keep_to_mask(keep_uniform, num_patches),
+      "masked": losses.patch_weights(
+          masking.keep_to_mask(keep_uniform, num_patches) if sees_target else jnp.ones((n, num_patches), bool),
+          inputs["mouth_patches"], config.loss.get("mouth_weight", 0.0)),
       "clip_ids": jnp.repeat(batch["clip"], t),
+      # Frames of one speaker in the batch: a clip and its pair partner (data.identity_pairs), else the clip.
+      "speaker_groups": jnp.repeat(jnp.arange(b) // (2 if config.data.get("identity_pairs", False) else 1), t),
       "frame_ids": (batch["start"][:, None] + jnp.arange(t)[None, :]).reshape(n),
   }
   return inputs, aux
@@ -127,11 +138,18 @@ def compute_losses(out: dict[str, jax.Array], aux: dict[str, jax.Array], config:
       "rec_video": losses.reconstruction_loss(out["recon_video"], aux["target"], aux["masked"], norm_pix),
       "rec_audio": losses.reconstruction_loss(out["recon_audio"], aux["target"], aux["masked"], norm_pix),
   }
+  if "stats_video" in out:  # decoder.patch_stats: the patches' mean and spread, to draw pixels.
+    terms["rec_stats"] = 0.5 * sum(losses.patch_stats_loss(out[f"stats_{k}"], aux["target"], aux["masked"])
+                                   for k in ("video", "audio"))
   terms["con"], con_metrics = losses.info_nce(out["z_voc"], out["audio_tokens"], aux["clip_ids"],
                                               aux["frame_ids"], out["logit_scale"], config.loss.neighbour_frames)
   if config.loss.get("con_clip", 0):
     terms["con_clip"], _ = losses.info_nce(out["z_voc"], out["audio_tokens"], aux["clip_ids"], aux["frame_ids"],
                                            out["logit_scale"], config.loss.neighbour_frames, same_clip_only=True)
+  if config.loss.get("amb_con", 0):
+    terms["amb_con"], _ = losses.info_nce(
+        out["z_amb"], out["z_amb_uniform"], aux["clip_ids"], aux["frame_ids"],
+        jnp.log(1.0 / config.loss.amb_temperature), config.loss.neighbour_frames, groups=aux["speaker_groups"])
   terms["xcov"] = losses.cross_covariance_loss([out["z_id"], out["z_voc"], out["z_amb"]])
   weights = {k: config.loss[k] for k in terms}
   total = losses.total_loss(terms, weights)
