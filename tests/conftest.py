@@ -55,14 +55,14 @@ def synthetic_corpus(tmp_path_factory):
   return directory
 
 
-TRAINED_STEPS = 200
+TRAINED_STEPS = 300
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
   """`mu` pretrained for TRAINED_STEPS steps on a 16-identity synthetic corpus, and its export.
 
-  Trained by the real command in a subprocess on one CPU device (about two minutes on 2 cores): long enough that
+  Trained by the real command in a subprocess on one CPU device (about three minutes on 2 cores): long enough that
   whole-clip sync of held-out clips works, so downstream tests and notebooks see a model that has learnt
   something. Returns {"corpus", "workdir", "export"} (paths).
   """

@@ -50,7 +50,7 @@ def test_factor_matrix_of_a_pretrained_model(trained_run, tmp_path):
   assert result["num_identities"] == 4 and result["missing_factors"] == []
   assert set(result["matrix"]) == set(factors.TOKENS) and set(result["metric"]) == set(factors.FACTORS)
   assert result["matrix"]["z_id"]["identity"] > 0.9  # Identity is what z_id is for, and the easiest factor.
-  assert result["matrix"]["audio"]["mouth"] > 0.3  # The audio token hears the mouth of unseen identities.
+  assert result["matrix"]["audio"]["mouth"] > 0.2  # The audio token hears the mouth of unseen identities.
   written = factors.write_results(result, tmp_path)
   assert json.load(open(written["json"]))["matrix"] == result["matrix"]
   assert "| z_voc |" in factors.format_matrix(result)

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import prep_media
+from conftest import TRAINED_STEPS
 import pytest
 from safetensors.numpy import load_file
 
@@ -56,15 +57,15 @@ def test_export_directory_and_model_card(trained_run):
   directory = trained_run["export"]
   assert sorted(os.listdir(directory)) == ["README.md", "config.json", "model.safetensors"]
   info = json.load(open(directory / "config.json"))
-  assert info["format"] == "synclipmae-export" and info["variant"] == "mu" and info["step"] == 200
+  assert info["format"] == "synclipmae-export" and info["variant"] == "mu" and info["step"] == TRAINED_STEPS
   assert len(info["views"]["aligned_masks"]["mouth_fraction"]) == 64
-  assert 0 <= info["sync_eval"]["accuracy"] <= 1 and info["training"]["num_steps"] == 200
+  assert 0 <= info["sync_eval"]["accuracy"] <= 1 and info["training"]["num_steps"] == TRAINED_STEPS
   weights = load_file(directory / "model.safetensors")
   assert not any("opt" in name or "mu" == name.split("/")[0] for name in weights)  # No optimiser state.
   assert any(name.startswith("audio_encoder/") for name in weights)
   assert info["factors"]["matrix"]["z_id"]["identity"] > 0.5  # pretrain ran the factor probes; the card shows them.
   card = (directory / "README.md").read_text()
-  assert "step 200" in card and "load_pretrained" in card and "Zero-shot AV sync" in card
+  assert f"step {TRAINED_STEPS}" in card and "load_pretrained" in card and "Zero-shot AV sync" in card
   assert "| z_amb |" in card
 
 

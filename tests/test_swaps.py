@@ -53,11 +53,13 @@ def test_the_truth_is_a_with_the_mouth_of_b(synthetic_corpus):
 def test_swap_renders_of_a_pretrained_model(trained_run, tmp_path):
   pretrained = inference.load_pretrained(trained_run["export"])
   result = swaps.evaluate(pretrained, Corpus(trained_run["corpus"]), "heldout", num_pairs=12, grid=3)
-  for driving in ("video_driven", "audio_driven"):
+  for driving in ("video_driven", "audio_driven"):  # How good they are is a benchmark (BENCHMARKS.md), not a test.
     s = result[driving]
-    assert all(np.isfinite(v) for k, v in s.items() if k.startswith(("psnr", "mouth_psnr")))
-    assert s["psnr_truth"] > s["psnr_source_b"] + 3  # A's face, not B's: identity comes from A.
-  assert result["baseline"]["psnr_truth_vs_source_a"] > result["baseline"]["mouth_psnr_truth_vs_source_a"]
+    assert all(np.isfinite(v) and 0 < v < 100 for k, v in s.items() if k.startswith(("psnr", "mouth_psnr")))
+  # Truth and A differ only in the mouth region: nearly equal over the frame, far apart in the region.
+  assert result["baseline"]["psnr_truth_vs_source_a"] > result["baseline"]["mouth_psnr_truth_vs_source_a"] + 5
+  grid = result["_grid"]
+  assert grid["video"].shape == (9, 64, 64, 3) and 0 <= grid["video"].min() and grid["video"].max() <= 1
   written = swaps.write_results(result, tmp_path)
   assert json.load(open(written["json"]))["num_pairs"] == 12
   assert "| video |" in swaps.format_summary(result)

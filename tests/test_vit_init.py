@@ -27,7 +27,8 @@ def model_config(image=32, patch=8, width=64, depth=2, heads=4, pos_embed="learn
   cfg = pretrain_config.model_config("mu")
   cfg.image_size, cfg.patch_size, cfg.prompt_dim = image, patch, 16
   cfg.encoder.update(width=width, depth=depth, num_heads=heads, pos_embed=pos_embed, cls_token=cls_token, stem=stem,
-                     mlp_ratio=4.0)  # The ViT / MAE geometry of the references (mu itself uses 2).
+                     mlp_ratio=4.0,  # The ViT / MAE geometry of the references (mu itself uses 2),
+                     mouth_private=False)  # and their attention: every token reads every patch.
   return cfg
 
 
