@@ -119,11 +119,14 @@ class Pretrained:
     """int32 [T, K] from per-frame masks [T, H, W]; without masks, [1, K] from the aligned-crop mean masks."""
     if face_masks is None:
       return self._aligned_keep  # Constant for aligned crops: computed once per model.
-    return masking.view_keep(self.info["views"]["motion"], *self.patch_fractions(face_masks, mouth_masks))
+    return self._motion_keep_of(self.patch_fractions(face_masks, mouth_masks))
+
+  def _motion_keep_of(self, fractions: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return masking.view_keep(self.info["views"]["motion"], *fractions)
 
   @functools.cached_property
   def _aligned_keep(self) -> np.ndarray:
-    return masking.view_keep(self.info["views"]["motion"], *self.patch_fractions())
+    return self._motion_keep_of(self.patch_fractions())
 
   # Encoding -----------------------------------------------------------------------------------------------------
 
@@ -145,8 +148,9 @@ class Pretrained:
       raise ValueError(f"frames must be [N, {self.image_size}, {self.image_size}, 3] face crops, got {frames.shape}")
     n = len(frames)
     identity = self.identity_keep()
-    motion = self.motion_keep(face_masks, mouth_masks)
-    mouth = self.patch_fractions(face_masks, mouth_masks)[1]  # For an encoder with mouth_private.
+    fractions = self.patch_fractions(face_masks, mouth_masks)
+    motion = self._aligned_keep if face_masks is None else self._motion_keep_of(fractions)
+    mouth = fractions[1]  # For an encoder with mouth_private.
 
     def encode(model, frames, keep_id, keep_motion, mouth):
       x = frames.astype(jnp.float32) / 255.0
@@ -159,9 +163,8 @@ class Pretrained:
     out: dict[str, list[np.ndarray]] = {"z_id": [], "z_voc": [], "z_amb": []}
     for start in range(0, n, batch_size):
       stop = min(start + batch_size, n)
-      chunk = _pad_to(frames[start:stop], batch_size)
-      rows = lambda x: _pad_to(x[start:stop] if len(x) > 1 else np.repeat(x, stop - start, 0), batch_size)
-      result = jax.device_get(fn(self._state, chunk, np.repeat(identity[None], batch_size, 0), rows(motion),
+      rows = lambda x: _rows(x, start, stop, batch_size)
+      result = jax.device_get(fn(self._state, rows(frames), np.repeat(identity[None], batch_size, 0), rows(motion),
                                  rows(mouth)))
       for k in out:
         out[k].append(result[k][:stop - start])
@@ -195,8 +198,7 @@ class Pretrained:
     out = []
     for start in range(0, m, batch_size):
       stop = min(start + batch_size, m)
-      rows = lambda x: _pad_to(np.asarray(x[start:stop] if len(x) > 1 else np.repeat(x, stop - start, 0)),
-                               batch_size)
+      rows = lambda x: _rows(np.asarray(x), start, stop, batch_size)
       out.append(np.asarray(jax.device_get(fn(
           self._state, rows(reference), np.repeat(identity[None], batch_size, 0), rows(mouth),
           rows(np.asarray(z_amb, np.float32)), rows(np.asarray(driving, np.float32)))))[:stop - start])
@@ -226,6 +228,11 @@ class Pretrained:
       result = jax.device_get(fn(self._state, _pad_to(pieces[start:stop], batch_size)))
       tokens.append(result[:stop - start].reshape(-1, result.shape[-1]))
     return np.concatenate(tokens)[:num_frames]
+
+
+def _rows(x: np.ndarray, start: int, stop: int, size: int) -> np.ndarray:
+  """Rows start:stop of a per-frame array padded to `size`; a single row (a view shared by every frame) repeated."""
+  return _pad_to(x[start:stop] if len(x) > 1 else np.repeat(x, stop - start, 0), size)
 
 
 def _pad_to(x: np.ndarray, size: int) -> np.ndarray:

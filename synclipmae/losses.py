@@ -50,7 +50,11 @@ def reconstruction_loss(pred: jax.Array, target: jax.Array, mask: jax.Array, nor
   if norm_pix:
     stats = patch_statistics(target)
     target = (target - stats[..., :1]) / stats[..., 1:]
-  per_patch = jnp.mean(jnp.square(pred - target), axis=-1)
+  return _masked_mean(jnp.mean(jnp.square(pred - target), axis=-1), mask)
+
+
+def _masked_mean(per_patch: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of per-patch values [N, P] over the patches a (bool or float weight) mask [N, P] counts; 0 if none."""
   mask = mask.astype(jnp.float32)
   return jnp.sum(per_patch * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
@@ -65,10 +69,8 @@ def patch_weights(masked: jax.Array, mouth_fraction: jax.Array, mouth_weight: fl
 def patch_stats_loss(pred_stats: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
   """Squared error of the predicted per-patch (mean, std) [N, P, 2] against those of the pixel target [N, P, D],
   in pixel units, averaged over MASKED patches: what a norm_pix decoder needs to draw pixels (decoder.patch_stats)."""
-  per_patch = jnp.sum(jnp.square(pred_stats.astype(jnp.float32) - patch_statistics(target.astype(jnp.float32))),
-                      axis=-1)
-  mask = mask.astype(jnp.float32)
-  return jnp.sum(per_patch * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  error = jnp.square(pred_stats.astype(jnp.float32) - patch_statistics(target.astype(jnp.float32)))
+  return _masked_mean(jnp.sum(error, axis=-1), mask)
 
 
 def _l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:

@@ -131,9 +131,11 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
       masks.append((clip.face_masks[start:start + window], clip.mouth_masks[start:start + window]))
       audio.append(shifted_audio_window(clip.audio_float(), start, window, shift, margin_frames, spf))
     frames = np.concatenate(frames).astype(np.float32) / 255.0
-    face, mouth = (np.concatenate([m[i] for m in masks]) for i in (0, 1))
-    keep = view_keep(view, face, mouth)
-    mouth = pipeline.patch_fractions(mouth, view["patch_size"]) if view else None  # For encoder.mouth_private.
+    keep = mouth = None  # view None: every patch (and no mouth fractions for encoder.mouth_private).
+    if view is not None:
+      face, mouth = (pipeline.patch_fractions(np.concatenate([m[i] for m in masks]), view["patch_size"])
+                     for i in (0, 1))
+      keep = masking.view_keep(view, face, mouth)
     z_voc, tokens = jax.device_get(embed(state, frames, keep, mouth, np.stack(audio)))
     z_voc = z_voc.reshape(batch_size, window, -1)
     for i in range(len(plan[b:b + batch_size])):

@@ -72,8 +72,9 @@ class Decoder(nnx.Module):
       tokens = tokens.at[jnp.arange(m)[:, None], keep].set(self.embed(patches.astype(self.dtype)))
     tokens = tokens + jnp.asarray(vit.sincos_pos_embed_2d(self.width, self.grid), self.dtype)
     context = self.cond_proj(cond.astype(self.dtype)) + self.cond_type[...].astype(self.dtype)
-    c = cond.astype(jnp.float32)  # The whole conditioning, each token on one scale, for broadcast / modulation.
-    c = ((c - c.mean(-1, keepdims=True)) * jax.lax.rsqrt(c.var(-1, keepdims=True) + 1e-6)).reshape(m, -1)
+    if self.cond_broadcast is not None or self.cond_modulation is not None:
+      c = cond.astype(jnp.float32)  # The whole conditioning, each token on one scale.
+      c = ((c - c.mean(-1, keepdims=True)) * jax.lax.rsqrt(c.var(-1, keepdims=True) + 1e-6)).reshape(m, -1)
     if self.cond_broadcast is not None:  # The whole conditioning at every position.
       tokens = tokens + self.cond_broadcast(c.astype(self.dtype))[:, None]
     for block in self.blocks:

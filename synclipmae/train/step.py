@@ -90,7 +90,8 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
   keep_face = masking.face_aware_keep(k_face, batch["face_patches"].reshape(n, num_patches), num_keep,
                                       config.masking.face_bias, batch["mouth_patches"].reshape(n, num_patches),
                                       config.masking.mouth_bias)
-  if config.masking.identity_shuffle and config.data.get("identity_pairs", False):
+  pairs = config.data.get("identity_pairs", False)  # Clips 2i, 2i+1 share a speaker (pipeline.py).
+  if config.masking.identity_shuffle and pairs:
     id_source = masking.partner_identity_sources(k_identity, b, t)
   elif config.masking.identity_shuffle:
     id_source = masking.identity_sources(k_identity, b, t)
@@ -124,7 +125,7 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
           inputs["mouth_patches"], config.loss.get("mouth_weight", 0.0)),
       "clip_ids": jnp.repeat(batch["clip"], t),
       # Frames of one speaker in the batch: a clip and its pair partner (data.identity_pairs), else the clip.
-      "speaker_groups": jnp.repeat(jnp.arange(b) // (2 if config.data.get("identity_pairs", False) else 1), t),
+      "speaker_groups": jnp.repeat(jnp.arange(b) // (2 if pairs else 1), t),
       "frame_ids": (batch["start"][:, None] + jnp.arange(t)[None, :]).reshape(n),
   }
   return inputs, aux
