@@ -75,6 +75,27 @@ def test_protocol_finds_every_known_offset(tmp_path):
   assert {"accuracy", "num_samples", "context_frames", "chance_accuracy", "offset_convention"} <= saved.keys()
 
 
+class WindowCodeModel(CodeModel):
+  """CodeModel as a peer that reads several frames per embedding (the SyncNet interface): the evaluator hands it
+  windows, of which it must embed the right frames."""
+  reads_frame_windows = True
+  context_frames = 5
+
+  def video_embeddings(self, frames):
+    return _embed(frames.mean(axis=(2, 3, 4)))
+
+
+def test_protocol_with_a_window_reading_model_and_either_metric(tmp_path):
+  corpus = _code_corpus(tmp_path / "corpus")
+  for metric in sync.METRICS:
+    result = sync.evaluate(WindowCodeModel(), corpus, "heldout", context_frames=5, max_offset=15, num_samples=24,
+                           contexts=(1, 5, 15), batch_size=8, metric=metric)
+    assert result["_curves"]["predicted"] == result["_curves"]["truth"], metric  # K=5, exact.
+    # One frame's code can coincide with another frame's: K=1 is near, not at, 1.
+    assert result["accuracy_by_context"]["15"] == 1.0 and result["accuracy_by_context"]["1"] > 0.9
+    assert result["metric"] == metric
+
+
 SEEN_KEEP = []
 
 

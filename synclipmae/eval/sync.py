@@ -47,23 +47,31 @@ def shifted_audio_window(audio: np.ndarray, first_frame: int, num_frames: int, s
   return out
 
 
-def offset_scores(video: np.ndarray, audio: np.ndarray, context: int, max_offset: int
+METRICS = ("cosine", "euclidean")
+
+
+def offset_scores(video: np.ndarray, audio: np.ndarray, context: int, max_offset: int, metric: str = "cosine"
                   ) -> tuple[np.ndarray, np.ndarray]:
-  """Similarity and distance per candidate offset for the `context` frames centred in the window.
+  """Score and distance per candidate offset for the `context` frames centred in the window.
 
   video [W, D], audio [W, D] token sequences of a window of W = max_context + 2 * max_offset frames.
-  Returns (similarity [2*max_offset+1], distance [2*max_offset+1]).
+  metric "cosine": score = mean cosine similarity, distance between the L2-normalised tokens (our protocol);
+  "euclidean": score = minus the mean Euclidean distance of the raw embeddings (SyncNet's own scoring).
+  Returns (score [2*max_offset+1], distance [2*max_offset+1]); the best offset has the highest score.
   """
+  if metric not in METRICS:
+    raise ValueError(f"metric={metric!r}: choose one of {METRICS}")
   w = len(video)
   first = (w - context) // 2
-  v = video[first:first + context]
-  v = v / np.linalg.norm(v, axis=-1, keepdims=True)
-  a = audio / np.linalg.norm(audio, axis=-1, keepdims=True)
+  v, a = video[first:first + context], audio
+  if metric == "cosine":
+    v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
   sims, dists = [], []
   for d in range(-max_offset, max_offset + 1):
     ad = a[first + d:first + d + context]
-    sims.append(np.mean(np.sum(v * ad, -1)))
     dists.append(np.mean(np.linalg.norm(v - ad, axis=-1)))
+    sims.append(np.mean(np.sum(v * ad, -1)) if metric == "cosine" else -dists[-1])
   return np.asarray(sims), np.asarray(dists)
 
 
@@ -102,11 +110,17 @@ def view_keep(view: dict[str, Any] | None, face_masks: np.ndarray, mouth_masks: 
 
 def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_offset: int = 15,
              num_samples: int = 400, contexts: Sequence[int] = (1, 5, 15), batch_size: int = 16,
-             margin_frames: int = 2, seed: int = 0, view: dict[str, Any] | None = None) -> dict[str, Any]:
+             margin_frames: int = 2, seed: int = 0, view: dict[str, Any] | None = None, metric: str = "cosine"
+             ) -> dict[str, Any]:
   """Runs the protocol; returns the summary dict written to sync_eval.json (plus raw curves under "_curves").
 
   view: None encodes every patch of a frame; `bypass2_view(config)` encodes the view pretraining used for z_voc.
+  model: a SyncLipMAE, or a peer with `reads_frame_windows` (models/syncnet.py), whose video embeddings read
+  several frames and so get each sample's window whole.
+  metric: how tokens are compared (`offset_scores`).
   """
+  if metric not in METRICS:
+    raise ValueError(f"metric={metric!r}: choose one of {METRICS}")
   contexts = sorted(set(contexts) | {context_frames})
   window = max(contexts) + 2 * max_offset
   plan = _plan(corpus, split, num_samples, window, max_offset, seed)
@@ -115,8 +129,16 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
   @jax.jit
   def embed(state, frames, keep, mouth, audio):
     m = nnx.merge(graphdef, state)
-    z_voc = m.encode_frames(frames, keep, mouth)["z_voc"]
-    return z_voc, m.encode_audio(audio, window)
+    if getattr(m, "reads_frame_windows", False):
+      # Only the centre max(contexts) frames are ever scored: embed those (with the context the model reads on
+      # each side) and leave zeros elsewhere.
+      frames = frames.reshape(len(audio), window, *frames.shape[1:])
+      lo, pad = (window - contexts[-1]) // 2, m.context_frames // 2
+      centre = m.video_embeddings(frames[:, lo - pad:lo + contexts[-1] + pad])[:, pad:pad + contexts[-1]]
+      video = jnp.zeros((len(audio), window, centre.shape[-1]), centre.dtype).at[:, lo:lo + contexts[-1]].set(centre)
+    else:
+      video = m.encode_frames(frames, keep, mouth)["z_voc"]
+    return video.reshape(len(audio), window, -1), m.encode_audio(audio, window)
 
   results = {k: {"sims": [], "dists": []} for k in contexts}
   offsets = []
@@ -137,11 +159,10 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
                      for i in (0, 1))
       keep = masking.view_keep(view, face, mouth)
     z_voc, tokens = jax.device_get(embed(state, frames, keep, mouth, np.stack(audio)))
-    z_voc = z_voc.reshape(batch_size, window, -1)
     for i in range(len(plan[b:b + batch_size])):
       offsets.append(chunk[i][2])
       for k in contexts:
-        sims, dists = offset_scores(z_voc[i], tokens[i], k, max_offset)
+        sims, dists = offset_scores(z_voc[i], tokens[i], k, max_offset, metric)
         results[k]["sims"].append(sims)
         results[k]["dists"].append(dists)
 
@@ -173,6 +194,7 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
       "chance_accuracy": float(chance),
       "offset_convention": OFFSET_CONVENTION,
       "split": split,
+      "metric": metric,
       "accuracy_by_context": {str(k): summaries[k][0]["accuracy"] for k in contexts},
       "_curves": {"relative_offsets": list(range(-2 * max_offset, 2 * max_offset + 1)),
                   "mean_similarity": np.nanmean(relative, 0).tolist(),

@@ -61,15 +61,16 @@ def _hann_window() -> np.ndarray:
   return (0.5 - 0.5 * np.cos(2 * np.pi * n / WIN_LENGTH)).astype(np.float32)
 
 
-def log_mel_spectrogram(waveform: jax.Array, num_mels: int) -> jax.Array:
-  """[B, S] -> [B, S // 320, num_mels] log(mel power + 1e-6), in JAX.
+def log_mel_spectrogram(waveform: jax.Array, num_mels: int, hop_length: int = HOP_LENGTH) -> jax.Array:
+  """[B, S] -> [B, S // hop, num_mels] log(mel power + 1e-6), in JAX.
 
-  Frame i covers samples [320 i - 40, 320 i + 360): centred on its 20 ms hop, zero padding at the edges.
+  Frame i covers samples [hop i - (400 - hop) / 2, ...) for 400 samples: centred on its hop (20 ms by default;
+  the SyncNet peer's MFCCs use 10 ms), zero padding at the edges.
   """
-  num_frames = waveform.shape[1] // HOP_LENGTH
-  pad = (WIN_LENGTH - HOP_LENGTH) // 2
+  num_frames = waveform.shape[1] // hop_length
+  pad = (WIN_LENGTH - hop_length) // 2
   padded = jnp.pad(waveform.astype(jnp.float32), ((0, 0), (pad, pad)))
-  index = np.arange(num_frames)[:, None] * HOP_LENGTH + np.arange(WIN_LENGTH)[None]
+  index = np.arange(num_frames)[:, None] * hop_length + np.arange(WIN_LENGTH)[None]
   frames = padded[:, index]  # [B, F, 400]
   # An FFT per frame rather than a DFT matmul: each frame is transformed on its own, so the result does not
   # depend on the batch shape (a matmul's blocking does, and log() of near-silent bins amplifies that rounding

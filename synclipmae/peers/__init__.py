@@ -1,0 +1,1 @@
+"""Peer models trained on this project's corpora, to compare SyncLipMAE against on equal terms."""
