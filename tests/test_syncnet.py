@@ -69,6 +69,16 @@ def test_contrastive_loss():
   np.testing.assert_allclose(syncnet.contrastive_loss(v, a, y, margin=10.0), (25 + 25 + 0) / 3, rtol=1e-6)
 
 
+def test_info_nce_loss_counts_the_shifted_audio_as_negatives():
+  v = jnp.eye(4)
+  aligned = syncnet.info_nce_loss(v, v, -v, temperature=0.1)
+  assert float(aligned) < 1e-3  # Each stack matches its own audio; every other candidate is far.
+  assert float(syncnet.info_nce_loss(v, jnp.roll(v, 1, axis=0), -v, 0.1)) > 5.0  # Audio of another stack.
+  # A shifted window as close as the synced one: the video side can do no better than 1 in 2.
+  tied = syncnet.info_nce_loss(v, v, v, 0.1)
+  np.testing.assert_allclose(tied, 0.5 * np.log(2.0), atol=1e-3)
+
+
 def test_euclidean_scoring_picks_the_nearest_offset():
   video = np.zeros((7, 2))
   audio = np.full((7, 2), 5.0)
@@ -81,7 +91,9 @@ def test_euclidean_scoring_picks_the_nearest_offset():
 
 def test_a_trained_peer_saves_loads_and_goes_through_the_sync_evaluator(synthetic_corpus, tmp_path):
   corpus = Corpus(synthetic_corpus)
-  settings = peer.Settings(steps=3, batch_size=4, width=0.125, warmup_steps=1)
+  with pytest.raises(ValueError, match="loss='hinge'"):
+    peer.train(corpus, tmp_path / "bad", peer.Settings(loss="hinge"))
+  settings = peer.Settings(steps=3, batch_size=4, width=0.125, warmup_steps=1, loss="infonce")
   model = peer.train(corpus, tmp_path / "run", settings, log_every=1)
   metrics = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
   assert [m["step"] for m in metrics] == [1, 2, 3] and all(np.isfinite(m["loss"]) for m in metrics)

@@ -167,6 +167,18 @@ def contrastive_loss(video: jax.Array, audio: jax.Array, synced: jax.Array, marg
   return jnp.mean(y * d ** 2 + (1 - y) * jax.nn.relu(margin - d) ** 2)
 
 
+def info_nce_loss(video: jax.Array, synced: jax.Array, shifted: jax.Array, temperature: float) -> jax.Array:
+  """The alternative objective (ours, to separate architecture from objective in the comparison): symmetric InfoNCE
+  on cosine similarity, each video stack against every synced audio window of the batch plus every shifted one
+  (hard negatives from its own clip), and each synced audio window against every video stack."""
+  v, a, s = (x / jnp.linalg.norm(x, axis=-1, keepdims=True) for x in (video, synced, shifted))
+  labels = jnp.arange(len(v))
+  v2a = (v @ jnp.concatenate([a, s]).T) / temperature
+  a2v = (a @ v.T) / temperature
+  ce = lambda logits: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+  return 0.5 * (ce(v2a) + ce(a2v))
+
+
 @functools.cache
 def published_shapes() -> dict[str, tuple[int, ...]]:
   """Kernel shapes of syncnet_python's SyncNetModel.S in our (H, W[, D], in, out) layout, at width 1 and 224 px:
