@@ -16,8 +16,6 @@ samples; margin >= 2, the context of the 20 MFCC steps).
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -179,7 +177,6 @@ def info_nce_loss(video: jax.Array, synced: jax.Array, shifted: jax.Array, tempe
   return 0.5 * (ce(v2a) + ce(a2v))
 
 
-@functools.cache
 def published_shapes() -> dict[str, tuple[int, ...]]:
   """Kernel shapes of syncnet_python's SyncNetModel.S in our (H, W[, D], in, out) layout, at width 1 and 224 px:
   what `SyncNet(image_size=224)` must reproduce (tests)."""

@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from synclipmae.data.corpus import Corpus
+from synclipmae.eval import sync
 from synclipmae.models import audio as audio_lib
 from synclipmae.models import syncnet
 
@@ -66,24 +67,21 @@ class ClipBank:
                          f"SyncNet needs {SPF} (16 kHz at 25 fps)")
       self.frames.append(clip.decode_frames())
       self.audio.append(clip.audio_float())
-    lengths = np.array([len(f) for f in self.frames])
-    if not np.any(lengths >= 2 * HALF + 3):
+    self.lengths = np.array([len(f) for f in self.frames])
+    usable = self.lengths >= 2 * HALF + 3
+    if not np.any(usable):
       raise ValueError(f"{corpus.directory}/{split}: no clip has the {2 * HALF + 3} frames a SyncNet pair needs")
-    self.lengths = lengths
+    self.clip_weights = np.where(usable, self.lengths, 0) / np.sum(self.lengths[usable])  # Frames drawn uniformly.
 
   def audio_window(self, clip: int, first: int, count: int) -> np.ndarray:
     """Audio under frames [first, first + count), zeros outside the clip."""
-    audio, out = self.audio[clip], np.zeros(count * SPF, np.float32)
-    lo, hi = max(first * SPF, 0), min((first + count) * SPF, len(audio))
-    if hi > lo:
-      out[lo - first * SPF:hi - first * SPF] = audio[lo:hi]
-    return out
+    return sync.shifted_audio_window(self.audio[clip], first, count, shift_frames=0, margin_frames=0,
+                                     samples_per_frame=SPF)
 
   def batch(self, rng: np.random.Generator, size: int, max_shift: int) -> dict[str, np.ndarray]:
     """size stacks [B, 5, H, W, 3] (float32 in [0, 1]) and their synced / shifted audio [B, 7 * 640] (the 0.2 s
     window plus one frame each side, so the MFCC edges see real audio, as in a long evaluation window)."""
-    weights = np.where(self.lengths >= 2 * HALF + 3, self.lengths, 0).astype(np.float64)
-    clips = rng.choice(len(self.lengths), size=size, p=weights / weights.sum())
+    clips = rng.choice(len(self.lengths), size=size, p=self.clip_weights)
     stacks, synced, shifted, shifts = [], [], [], []
     for c in clips:
       n = int(self.lengths[c])
@@ -151,18 +149,17 @@ def train(corpus: Corpus, workdir: str | os.PathLike, settings: Settings, *, log
 
   rng = np.random.default_rng(settings.seed)
   (workdir / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=1))
-  log = open(workdir / "metrics.jsonl", "w")
   t_train = time.time()
-  for i in range(1, settings.steps + 1):
-    b = bank.batch(rng, settings.batch_size, settings.max_shift)
-    params, stats, opt_state, metrics = step(params, stats, opt_state, b["stacks"], b["synced"], b["shifted"])
-    if i % log_every == 0 or i == settings.steps:
-      row = {"step": i, **{k: float(v) for k, v in jax.device_get(metrics).items()},
-             "elapsed_s": round(time.time() - t_train, 1)}
-      log.write(json.dumps(row) + "\n")
-      log.flush()
-      print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-  log.close()
+  with open(workdir / "metrics.jsonl", "w") as log:
+    for i in range(1, settings.steps + 1):
+      b = bank.batch(rng, settings.batch_size, settings.max_shift)
+      params, stats, opt_state, metrics = step(params, stats, opt_state, b["stacks"], b["synced"], b["shifted"])
+      if i % log_every == 0 or i == settings.steps:
+        row = {"step": i, **{k: float(v) for k, v in jax.device_get(metrics).items()},
+               "elapsed_s": round(time.time() - t_train, 1)}
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
   model = nnx.merge(graphdef, params, stats)
   model.eval()
   save(model, workdir)
