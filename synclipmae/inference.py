@@ -194,15 +194,55 @@ class Pretrained:
       cond = jnp.stack([enc["z_id"], z_amb, driving], axis=1)
       return model.render(enc["patches"], keep, cond, norm_pix=norm_pix)
 
-    fn = self._jit("render", draw)
+    return self._draw_in_batches("render", draw, [reference, np.repeat(identity[None], m, 0), mouth,
+                                                  np.asarray(z_amb, np.float32), np.asarray(driving, np.float32)],
+                                 batch_size)
+
+  def _draw_in_batches(self, name: str, fn: Callable, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
+    """fn(model, *rows of arrays) -> images, jitted once and run in fixed batches -> float32 [M, S, S, 3]."""
+    fn = self._jit(name, fn)
     out = []
-    for start in range(0, m, batch_size):
-      stop = min(start + batch_size, m)
-      rows = lambda x: _rows(np.asarray(x), start, stop, batch_size)
-      out.append(np.asarray(jax.device_get(fn(
-          self._state, rows(reference), np.repeat(identity[None], batch_size, 0), rows(mouth),
-          rows(np.asarray(z_amb, np.float32)), rows(np.asarray(driving, np.float32)))))[:stop - start])
+    for start in range(0, len(arrays[0]), batch_size):
+      stop = min(start + batch_size, len(arrays[0]))
+      batch = [_rows(np.asarray(x), start, stop, batch_size) for x in arrays]
+      out.append(np.asarray(jax.device_get(fn(self._state, *batch)))[:stop - start])
     return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size, 3), np.float32)
+
+  @property
+  def has_warp_decoder(self) -> bool:
+    """Whether the model was trained with the warp decoder (model.ambient_pose; synclipmae/warp.py)."""
+    return self.model.ambient_pose is not None
+
+  def render_warp(self, reference: np.ndarray, reference_z_amb: np.ndarray, z_amb: np.ndarray,
+                  reference_driving: np.ndarray | None = None, driving: np.ndarray | None = None, *,
+                  batch_size: int = 64) -> np.ndarray:
+    """Frames drawn by the warp decoder (`SyncLipMAE.warp_render`): float32 [M, S, S, 3] in [0, 1].
+
+    reference: uint8 [M, S, S, 3] frames to move; reference_z_amb [M, Dp] their own z_amb (`encode_frames`);
+    z_amb [M, Dp] the pose (and appearance) to draw; reference_driving / driving [M, Dp]: the reference's own
+    driving token and the one to draw its mouth from (z_voc, or audio tokens for both), used by a model with
+    model.driving_appearance.
+    """
+    if not self.has_warp_decoder:
+      raise ValueError(f"{self.path}: this model has no warp decoder (trained without model.ambient_pose=True)")
+    reference = np.asarray(reference)
+    m = len(reference)
+    dim = self.config.prompt_dim
+    driving = np.zeros((m, dim), np.float32) if driving is None else np.asarray(driving, np.float32)
+    reference_driving = (np.zeros((m, dim), np.float32) if reference_driving is None
+                         else np.asarray(reference_driving, np.float32))
+    for name, x in (("reference_z_amb", reference_z_amb), ("z_amb", z_amb), ("reference_driving", reference_driving),
+                    ("driving", driving)):
+      if len(x) != m:
+        raise ValueError(f"render_warp: {m} reference frames but {len(x)} {name}")
+
+    def draw(model, frames, reference_z_amb, z_amb, reference_driving, driving):
+      return model.warp_render(frames.astype(jnp.float32) / 255.0, reference_z_amb, z_amb, reference_driving,
+                               driving)
+
+    return self._draw_in_batches("render_warp", draw, [reference, np.asarray(reference_z_amb, np.float32),
+                                                       np.asarray(z_amb, np.float32), reference_driving, driving],
+                                 batch_size)
 
   @property
   def audio_window_frames(self) -> int:

@@ -9,6 +9,10 @@
   are positives, the other frames of the same speaker (its clip and the paired clip) negatives, so z_amb must tell
   apart frames of one person: head pose, blinks, expression; never identity (constant among the candidates), and
   never the mouth (which z_amb cannot see with encoder.mouth_private).
+* `pose_warp_loss` (ours, loss.amb_warp): a reference frame of the same person, warped from its predicted head pose
+  into the target's (`synclipmae.warp`), must match the target's face outside the mouth; the predicted poses come
+  from z_amb, which so learns head pose without a decoder that can draw it. With appearance codes (z_amb's, and
+  the driving token's, which then paints the mouth) it is the warp decoder's reconstruction loss.
 * `cross_covariance_loss` — pushes the batch cross-correlation between prompt tokens towards zero so `z_id`,
   `z_voc` and `z_amb` carry different information.
 * `total_loss` — the weighted sum, failing loudly on a term without a weight.
@@ -23,6 +27,8 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from synclipmae import warp
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on exp(logit_scale): keeps the temperature from collapsing.
 
@@ -133,6 +139,38 @@ def info_nce(video: jax.Array, audio: jax.Array, clip_ids: jax.Array, frame_ids:
       "temperature": 1.0 / scale,
   }
   return 0.5 * (loss_v2a + loss_a2v), jax.tree.map(jax.lax.stop_gradient, metrics)
+
+
+def pose_warp_loss(frames: jax.Array, reference: jax.Array, pose: jax.Array, reference_pose: jax.Array,
+                   weights: jax.Array, sigmas: Sequence[float] = (0.0, 2.0, 4.0),
+                   appearance: jax.Array | None = None, reference_appearance: jax.Array | None = None) -> jax.Array:
+  """How much of the target's face a pose-warped reference frame leaves unexplained, averaged over blur scales.
+
+  Args:
+    frames, reference: [N, H, W, 3] in [0, 1]; reference n is another frame of frame n's person.
+    pose, reference_pose: [N, 4] predicted poses (`warp.pose_to_affine`) of the target and reference frames.
+    weights: [N, H, W] >= 0, which pixels count: the face, without the mouth unless a driving token's appearance
+      draws it (model.driving_appearance).
+    sigmas: Gaussian blurs (pixels) at which the match is scored; the blurred scales widen the warp's basin.
+    appearance, reference_appearance: optional [N, g, g, 3] images in face coordinates (pose 0): the prediction
+      adds their difference, carried into the target's pose, to the warped reference, an active-appearance model
+      whose appearance codes can hold what a warp cannot (closed lids, raised brows).
+  Returns:
+    scalar float32: per scale, sum w * |predicted - target|^2 / sum w * |target - its weighted mean|^2 (0 = exact,
+    about 1 = no better than a flat face), averaged over the scales.
+  """
+  change = None if appearance is None else (appearance - reference_appearance).astype(jnp.float32)
+  w = weights.astype(jnp.float32)[..., None]
+  total_w = jnp.maximum(jnp.sum(w), 1e-6)
+  fractions = []
+  for sigma in sigmas:
+    target = warp.blur(frames, sigma)
+    predicted = warp.draw(reference, pose, reference_pose, change, sigma)
+    mean = jnp.sum(w * target, axis=(1, 2), keepdims=True) / jnp.maximum(jnp.sum(w, axis=(1, 2), keepdims=True),
+                                                                         1e-6)
+    spread = jnp.sum(w * jnp.square(target - mean)) / total_w
+    fractions.append(jnp.sum(w * jnp.square(predicted - target)) / total_w / jnp.maximum(spread, 1e-8))
+  return jnp.mean(jnp.stack(fractions))
 
 
 def _standardize(x: jax.Array, eps: float = 1e-5) -> jax.Array:

@@ -216,3 +216,4 @@ def test_total_loss():
   # A disabled (weight 0) term cannot poison the sum.
   np.testing.assert_allclose(losses.total_loss({"a": jnp.float32(1.0), "b": jnp.float32(jnp.nan)},
                                                {"a": 1.0, "b": 0.0}), 1.0)
+

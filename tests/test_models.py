@@ -462,3 +462,23 @@ def test_render_draws_images_from_the_patch_statistics(cfg):
   plain.decoder.patch_stats = False
   with pytest.raises(ValueError, match="needs a model trained with model.decoder.patch_stats=True"):
     SyncLipMAE(plain, rngs=nnx.Rngs(0)).render(patches, inputs["keep_uniform"], cond)
+
+
+def test_warp_decoder_moves_the_reference_by_the_pose_and_paints_the_change(cfg):
+  """model.ambient_pose / *_appearance: equal codes give back the reference; a pose that z_amb puts 2 pixels to the
+  right moves the face by 2 pixels; the driving token's appearance change is added where the mouth would be."""
+  cfg = cfg.copy_and_resolve_references()
+  cfg.ambient_pose, cfg.ambient_appearance, cfg.driving_appearance = True, 8, True
+  model = SyncLipMAE(cfg, rngs=nnx.Rngs(0))
+  reference = jax.random.uniform(jax.random.key(0), (2, cfg.image_size, cfg.image_size, 3))
+  z = jax.random.normal(jax.random.key(1), (2, cfg.prompt_dim))
+  np.testing.assert_allclose(model.warp_render(reference, z, z[::-1], z, z[::-1]), reference, atol=1e-5)
+  model.ambient_pose.kernel[...] = jnp.zeros((cfg.prompt_dim, 4)).at[0, 0].set(2.0 / cfg.image_size)
+  moved = model.warp_render(reference, jnp.zeros_like(z), jnp.zeros_like(z).at[:, 0].set(1.0))
+  np.testing.assert_allclose(moved[:, :, 2:], reference[:, :, :-2], atol=1e-5)
+  model.ambient_pose.kernel[...] = jnp.zeros((cfg.prompt_dim, 4))
+  model.driving_appearance.bias[...] = jnp.full((8 * 8 * 3,), 0.1)  # A constant change cancels between codes...
+  np.testing.assert_allclose(model.warp_render(reference, z, z, z, z[::-1]), reference, atol=1e-5)
+  model.driving_appearance.kernel[...] = jnp.zeros((cfg.prompt_dim, 8 * 8 * 3)).at[0].set(0.1)  # ...a coded one not.
+  drawn = model.warp_render(reference * 0.5, z, z, jnp.zeros_like(z), jnp.zeros_like(z).at[:, 0].set(1.0))
+  np.testing.assert_allclose(drawn, reference * 0.5 + 0.1, atol=1e-5)

@@ -63,3 +63,31 @@ def test_swap_renders_of_a_pretrained_model(trained_run, tmp_path):
   written = swaps.write_results(result, tmp_path)
   assert json.load(open(written["json"]))["num_pairs"] == 12
   assert "| video |" in swaps.format_summary(result)
+
+
+def test_swaps_through_the_warp_decoder(synthetic_corpus):
+  """A model with the warp decoder (model.ambient_pose, *_appearance) gets its swaps drawn both ways; with its
+  heads at their zero initialisation the warp decoder returns the reference frame untouched."""
+  from flax import nnx
+
+  from configs import pretrain
+  from synclipmae.models.synclipmae import SyncLipMAE
+  config = pretrain.get_config("mu")
+  config.data.dir = str(synthetic_corpus)
+  config.model.ambient_pose, config.model.ambient_appearance, config.model.driving_appearance = True, 8, True
+  pretrained = inference.Pretrained(SyncLipMAE(config.model, rngs=nnx.Rngs(0)),
+                                    inference.info_from_config(config, 0), "fresh warp-decoder model")
+  assert pretrained.has_warp_decoder
+  corpus = Corpus(synthetic_corpus)
+  clip = corpus.read("heldout", 0)
+  frames = clip.decode_frames()[:3]
+  tokens = pretrained.encode_frames(frames, clip.face_masks[:3], clip.mouth_masks[:3])
+  drawn = pretrained.render_warp(frames, tokens["z_amb"], tokens["z_amb"][::-1], tokens["z_voc"],
+                                 tokens["z_voc"][::-1])
+  np.testing.assert_allclose(drawn, frames / 255.0, atol=1e-5)
+  with pytest.raises(ValueError, match="3 reference frames but 2 z_amb"):
+    pretrained.render_warp(frames, tokens["z_amb"], tokens["z_amb"][:2])
+  result = swaps.evaluate(pretrained, corpus, "heldout", num_pairs=4, grid=2)
+  assert {"warp_video_driven", "warp_audio_driven"} <= set(result)
+  assert result["_grid"]["warp_video"].shape == (4, 64, 64, 3)
+  assert "| warp decoder, video |" in swaps.format_summary(result)

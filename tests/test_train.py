@@ -181,3 +181,27 @@ def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path)
   assert "data.identity_pairs needs an even data.batch_size (pairs of clips), got 3" in message
   assert "loss.mouth_weight=-1.0 must be a non-negative weight" in message
   assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("appearance", [False, True])
+def test_ambient_pose_head_is_trained_by_the_pose_warp(synthetic_corpus, appearance):
+  """model.ambient_pose: z_amb's pose head starts at zero, the step adds loss.amb_warp with its weight, and only that
+  term trains the head (and the appearance heads of z_amb and the driving token, with model.*_appearance)."""
+  config = small_config(synthetic_corpus)
+  config.model.ambient_pose = True
+  heads = ["ambient_pose"]
+  if appearance:
+    config.model.ambient_appearance, config.model.driving_appearance = 8, True
+    heads += ["ambient_appearance", "driving_appearance"]
+  batch = _first_batch(config)
+  graphdef, state = step_lib.init_state(config)
+  assert not np.any(state.params["ambient_pose"]["kernel"].get_value())
+  metrics, grads = jax.jit(lambda s, b: step_lib.loss_and_grads(graphdef, config, s, b))(state, batch)
+  assert np.isfinite(metrics["loss_amb_warp"]) and metrics["loss_amb_warp"] > 0
+  for head in heads:
+    assert np.abs(grads[head]["kernel"].get_value()).max() > 0, head
+  weight, config.loss.amb_warp = config.loss.amb_warp, 0.0
+  without, grads_without = jax.jit(lambda s, b: step_lib.loss_and_grads(graphdef, config, s, b))(state, batch)
+  np.testing.assert_allclose(metrics["loss"] - without["loss"], weight * metrics["loss_amb_warp"], rtol=1e-4)
+  for head in heads:
+    assert not np.any(grads_without[head]["kernel"].get_value()), head

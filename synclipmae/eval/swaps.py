@@ -85,6 +85,9 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, num_pairs: int = 64,
                                      {k: np.asarray(labels[k])[t:t + 1] for k in clips_lib.AMBIENT_LABELS})
     return {"reference": a["frames"][r], "face": a["clip"].face_masks[r], "mouth": a["clip"].mouth_masks[r],
             "z_amb": a["tokens"]["z_amb"][t], "video": b["tokens"]["z_voc"][u], "audio": b["tokens"]["audio"][u],
+            # The reference's own codes, which the warp decoder draws from (its pose, appearance and mouth).
+            "reference_z_amb": a["tokens"]["z_amb"][r], "reference_video": a["tokens"]["z_voc"][r],
+            "reference_audio": a["tokens"]["audio"][r],
             "truth": truth["frames"][0] / np.float32(255), "source_a": a["frames"][t] / np.float32(255),
             "source_b": b["frames"][u] / np.float32(255),
             # Where truth and A can differ: the mouth regions of both (the renderer's exact factor separation).
@@ -95,6 +98,10 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, num_pairs: int = 64,
     for driving in ("video", "audio"):
       stack[f"render_{driving}"] = pretrained.render(stack["reference"], stack["z_amb"], stack[driving],
                                                      (stack["face"], stack["mouth"]))
+      if pretrained.has_warp_decoder:
+        stack[f"warp_{driving}"] = pretrained.render_warp(stack["reference"], stack["reference_z_amb"],
+                                                          stack["z_amb"], stack[f"reference_{driving}"],
+                                                          stack[driving])
     return stack
 
   scored = render_all([swap((p["a"], p["t"], p["reference"]), (p["b"], p["u"])) for p in pairs])
@@ -123,20 +130,27 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, num_pairs: int = 64,
   baseline = {"psnr_truth_vs_source_a": float(per_pair(scored["truth"], scored["source_a"]).mean()),
               "mouth_psnr_truth_vs_source_a": float(per_pair(scored["truth"], scored["source_a"], True).mean()),
               "psnr_truth_vs_source_b": float(per_pair(scored["truth"], scored["source_b"]).mean())}
+  warp = {}
+  if pretrained.has_warp_decoder:  # The same swaps drawn by the warp decoder (synclipmae/warp.py).
+    warp = {"warp_video_driven": scores(scored["warp_video"]), "warp_audio_driven": scores(scored["warp_audio"])}
   return {"split": split, "num_pairs": len(pairs), "seed": seed, "step": pretrained.step,
-          "video_driven": scores(scored["render_video"]), "audio_driven": scores(scored["render_audio"]),
+          "video_driven": scores(scored["render_video"]), "audio_driven": scores(scored["render_audio"]), **warp,
           "baseline": baseline, "pairs": pairs,
           "_grid": {"size": len(rows), "rows": table["source_a"][::len(columns)],
                     "columns": table["source_b"][:len(columns)], "truth": table["truth"],
-                    "video": table["render_video"], "audio": table["render_audio"]}}
+                    "video": table["render_video"], "audio": table["render_audio"],
+                    **({"warp_video": table["warp_video"], "warp_audio": table["warp_audio"]} if warp else {})}}
 
 
 def format_summary(result: dict[str, Any]) -> str:
   """A markdown table: PSNR of the renders to the truth and to each source (whole frame / mouth region)."""
   lines = ["| driving | to truth | to A | to B | mouth: to truth | to A | to B |", "|---|---|---|---|---|---|---|"]
-  for name in ("video_driven", "audio_driven"):
+  for name in ("video_driven", "audio_driven", "warp_video_driven", "warp_audio_driven"):
+    if name not in result:
+      continue
     s = result[name]
-    lines.append(f"| {name.split('_')[0]} | {s['psnr_truth']:.2f} | {s['psnr_source_a']:.2f} | "
+    label = name.removesuffix("_driven").replace("warp_", "warp decoder, ")
+    lines.append(f"| {label} | {s['psnr_truth']:.2f} | {s['psnr_source_a']:.2f} | "
                  f"{s['psnr_source_b']:.2f} | {s['mouth_psnr_truth']:.2f} | {s['mouth_psnr_source_a']:.2f} | "
                  f"{s['mouth_psnr_source_b']:.2f} |")
   base = result["baseline"]
@@ -168,9 +182,11 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[st
         canvas[(i + 1) * size:(i + 2) * size, (j + 1) * size:(j + 2) * size] = cells[i * n + j]
     return canvas
 
-  fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
-  for ax, (title, key) in zip(axes, (("truth", "truth"), ("video-driven (z_voc of B)", "video"),
-                                     ("audio-driven (audio of B)", "audio"))):
+  panels = [("truth", "truth"), ("video-driven (z_voc of B)", "video"), ("audio-driven (audio of B)", "audio")]
+  if "warp_video" in g:
+    panels += [("warp decoder, video-driven", "warp_video"), ("warp decoder, audio-driven", "warp_audio")]
+  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.4))
+  for ax, (title, key) in zip(axes, panels):
     ax.imshow(panel(g[key]))
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from synclipmae import warp
 from synclipmae.models import audio as audio_lib
 from synclipmae.models import vit
 from synclipmae.models.decoder import Decoder, denormalize
@@ -79,6 +80,25 @@ class SyncLipMAE(nnx.Module):
       raise ValueError(f"model.decoder.visible={self.decoder_visible!r}: expected one of {DECODER_VISIBLE}")
     # Inverse temperature of the contrastive loss (CLIP): exp(logit_scale) multiplies cosine similarities.
     self.logit_scale = nnx.Param(jnp.asarray(math.log(1 / 0.07), jnp.float32))
+    # model.ambient_pose (ours, issue 13): each frame's head pose (tx, ty, rot, log scale; synclipmae/warp.py) read
+    # linearly off z_amb, for loss.amb_warp. Zero-initialised: training starts from "every frame in one pose".
+    zeros = nnx.initializers.zeros_init()
+    self.ambient_pose = (nnx.Linear(cfg.prompt_dim, 4, kernel_init=zeros, bias_init=zeros, rngs=rngs)
+                         if cfg.get("ambient_pose", False) else None)
+    # model.ambient_appearance = g > 0 (ours): with the pose, a g x g RGB image in face coordinates, linear in z_amb
+    # (an active-appearance model: closed lids, raised brows are what a warp of another frame cannot draw).
+    g = cfg.get("ambient_appearance", 0)
+    if g and self.ambient_pose is None:
+      raise ValueError("model.ambient_appearance needs model.ambient_pose=True (the appearance lives in face "
+                       "coordinates, which the pose places in the frame)")
+    self.ambient_appearance = (nnx.Linear(cfg.prompt_dim, g * g * 3, kernel_init=zeros, bias_init=zeros, rngs=rngs)
+                               if g else None)
+    # model.driving_appearance (ours): the driving token (z_voc, or the audio token) paints the mouth the same way,
+    # one head for both passes like the shared decoder: a reconstruction signal that reaches the driving token.
+    if cfg.get("driving_appearance", False) and not g:
+      raise ValueError("model.driving_appearance needs model.ambient_appearance > 0 (the appearance grid size)")
+    self.driving_appearance = (nnx.Linear(cfg.prompt_dim, g * g * 3, kernel_init=zeros, bias_init=zeros, rngs=rngs)
+                               if cfg.get("driving_appearance", False) else None)
 
   def trainable_filter(self) -> nnx.filterlib.Filter:
     """The params the optimiser updates: every nnx.Param except those of a frozen audio encoder."""
@@ -144,6 +164,34 @@ class SyncLipMAE(nnx.Module):
     grid = self.decoder.grid
     return vit.unpatchify(jnp.clip(pixels, 0.0, 1.0), self.encoder.patch_size, grid)
 
+  def pose(self, z_amb: jax.Array) -> jax.Array:
+    """z_amb [N, Dp] -> the predicted head pose [N, 4] (tx, ty, rot, log scale); needs model.ambient_pose."""
+    if self.ambient_pose is None:
+      raise ValueError("this model has no pose head: it was trained without model.ambient_pose=True")
+    return self.ambient_pose(z_amb.astype(jnp.float32))
+
+  def appearance(self, tokens: jax.Array, slot: str = "ambient") -> jax.Array:
+    """z_amb (slot "ambient") or a driving token (z_voc / audio; slot "driving") [N, Dp] -> its appearance image
+    [N, g, g, 3] in face coordinates (model.ambient_appearance / model.driving_appearance)."""
+    head = {"ambient": self.ambient_appearance, "driving": self.driving_appearance}[slot]
+    if head is None:
+      raise ValueError(f"this model has no {slot} appearance head: it was trained without model.{slot}_appearance")
+    g = round((head.out_features // 3) ** 0.5)
+    return head(tokens.astype(jnp.float32)).reshape(-1, g, g, 3)
+
+  def warp_render(self, reference: jax.Array, reference_z_amb: jax.Array, z_amb: jax.Array,
+                  reference_driving: jax.Array | None = None, driving: jax.Array | None = None) -> jax.Array:
+    """The warp decoder (model.ambient_pose and *_appearance; synclipmae/warp.py): reference frames [M,H,W,3] in
+    [0, 1], moved from their own pose into z_amb's [M, Dp], with the appearance change from the reference's codes
+    to z_amb's (and, with model.driving_appearance, from the reference's driving token to `driving`: the mouth)
+    -> [M, H, W, 3] in [0, 1]. What loss.amb_warp trains, as swap renders and dubbing use it."""
+    change = None
+    if self.ambient_appearance is not None:
+      change = self.appearance(z_amb) - self.appearance(reference_z_amb)
+      if self.driving_appearance is not None and driving is not None:
+        change = change + self.appearance(driving, "driving") - self.appearance(reference_driving, "driving")
+    return jnp.clip(warp.draw(reference, self.pose(z_amb), self.pose(reference_z_amb), change), 0.0, 1.0)
+
   def __call__(self, inputs: dict[str, jax.Array], *, num_frames: int) -> dict[str, jax.Array]:
     """One training forward pass; see the module docstring for the layout of N.
 
@@ -181,4 +229,9 @@ class SyncLipMAE(nnx.Module):
             "z_amb_cond": z_amb_cond,
             "patches_uniform": patches, "recon_video": recon[:n], "recon_audio": recon[n:],
             "logit_scale": self.logit_scale[...],
+            **({} if self.ambient_pose is None else {"amb_pose": self.pose(z_amb)}),
+            **({} if self.ambient_appearance is None else {"amb_appearance": self.appearance(z_amb)}),
+            **({} if self.driving_appearance is None else {
+                "voc_appearance": self.appearance(z_voc, "driving"),
+                "audio_appearance": self.appearance(audio_tokens, "driving")}),
             **({} if stats is None else {"stats_video": stats[:n], "stats_audio": stats[n:]})}

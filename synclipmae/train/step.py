@@ -128,6 +128,13 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
       "speaker_groups": jnp.repeat(jnp.arange(b) // (2 if pairs else 1), t),
       "frame_ids": (batch["start"][:, None] + jnp.arange(t)[None, :]).reshape(n),
   }
+  if config.model.get("ambient_pose", False):  # loss.amb_warp: the reference is the frame that gave z_id.
+    face = batch["face_patches"].reshape(n, num_patches)
+    if not config.model.get("driving_appearance", False):  # Nothing may draw the mouth: leave it out.
+      face = face * (1.0 - inputs["mouth_patches"])
+    grid = h // p
+    aux["frames"], aux["warp_reference"] = frames, id_source
+    aux["warp_weights"] = jnp.repeat(jnp.repeat(face.reshape(n, grid, grid), p, axis=1), p, axis=2)
   return inputs, aux
 
 
@@ -151,6 +158,16 @@ def compute_losses(out: dict[str, jax.Array], aux: dict[str, jax.Array], config:
     terms["amb_con"], _ = losses.info_nce(
         out["z_amb"], out["z_amb_uniform"], aux["clip_ids"], aux["frame_ids"],
         jnp.log(1.0 / config.loss.amb_temperature), config.loss.neighbour_frames, groups=aux["speaker_groups"])
+  if "amb_pose" in out:  # model.ambient_pose: z_amb's pose must warp the reference frame onto the target.
+    ref = aux["warp_reference"]
+    warp_loss = lambda appearance: losses.pose_warp_loss(
+        aux["frames"], aux["frames"][ref], out["amb_pose"], out["amb_pose"][ref], aux["warp_weights"],
+        appearance=appearance, reference_appearance=None if appearance is None else appearance[ref])
+    if "voc_appearance" in out:  # Video- and audio-driven, as the decoder's two passes.
+      terms["amb_warp"] = 0.5 * (warp_loss(out["amb_appearance"] + out["voc_appearance"])
+                                 + warp_loss(out["amb_appearance"] + out["audio_appearance"]))
+    else:
+      terms["amb_warp"] = warp_loss(out.get("amb_appearance"))
   terms["xcov"] = losses.cross_covariance_loss([out["z_id"], out["z_voc"], out["z_amb"]])
   weights = {k: config.loss[k] for k in terms}
   total = losses.total_loss(terms, weights)
