@@ -158,6 +158,10 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       # lambda_xcov: decorrelation of z_id, z_voc, z_amb. mu: 0.01 (85.8 % vs 84.0 % sync at K=5 with 0.05; at 0.5
       # sync does not learn, BENCHMARKS.md).
       "xcov": 0.01 if small else 0.05,
+      # The same decorrelation for the pairs (z_id, z_voc) and (z_id, z_amb) only, with its own weight: a linear
+      # readout of identity from the motion tokens is what it removes (ours; BENCHMARKS.md "Identity out of the
+      # motion tokens"). 0: off.
+      "xcov_id": 0.0,
       # InfoNCE between the z_amb of a frame's two views, negatives the same speaker's other frames (ours; losses.py).
       "amb_con": 4.0 if small else 0.0,
       "amb_temperature": 0.1,

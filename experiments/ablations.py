@@ -33,7 +33,6 @@ ROWS = {
     "no_audio_pass": ("no audio-driven reconstruction", ["loss.rec_audio=0.0"]),
     "last_layer_audio": ("last audio layer only", ["model.audio.logmel.layers=(3,)"]),
     # Ours (BENCHMARKS.md "Tokens that factorize").
-    "decoder_sees_target": ("decoder reads the frame's own patches (paper)", ["model.decoder.visible=target"]),
     "mouth_shared": ("mouth patches readable by every token", ["model.encoder.mouth_private=False"]),
     "no_pairs": ("z_id from the same clip, not a same-speaker pair", ["data.identity_pairs=False"]),
     "no_amb_con": ("no z_amb two-view InfoNCE", ["loss.amb_con=0.0"]),

@@ -79,7 +79,8 @@ def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
     problems.append(f"masking.ambient_min_shift={lo} / ambient_max_shift={hi}: need 1 <= min <= max < "
                     f"data.num_frames={config.data.num_frames} (max 0 turns the shift off)")
   for name, weight in config.loss.items():
-    weights = ("rec_video", "rec_audio", "rec_stats", "con", "con_clip", "xcov", "mouth_weight", "amb_con")
+    weights = ("rec_video", "rec_audio", "rec_stats", "con", "con_clip", "xcov", "xcov_id", "mouth_weight",
+               "amb_con", "amb_warp")
     if name in weights and not weight >= 0:
       problems.append(f"loss.{name}={weight} must be a non-negative weight")
   if m.get("dtype", "float32") not in COMPUTE_DTYPES:

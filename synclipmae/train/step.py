@@ -169,6 +169,9 @@ def compute_losses(out: dict[str, jax.Array], aux: dict[str, jax.Array], config:
     else:
       terms["amb_warp"] = warp_loss(out.get("amb_appearance"))
   terms["xcov"] = losses.cross_covariance_loss([out["z_id"], out["z_voc"], out["z_amb"]])
+  if config.loss.get("xcov_id", 0):  # Identity out of the motion tokens: z_id against z_voc and z_amb only.
+    terms["xcov_id"] = 0.5 * (losses.cross_covariance_loss([out["z_id"], out["z_voc"]])
+                              + losses.cross_covariance_loss([out["z_id"], out["z_amb"]]))
   weights = {k: config.loss[k] for k in terms}
   total = losses.total_loss(terms, weights)
   return total, {"loss": total, **{f"loss_{k}": v for k, v in terms.items()}, **con_metrics}
