@@ -210,28 +210,29 @@ def test_ambient_pose_head_is_trained_by_the_pose_warp(synthetic_corpus, appeara
 def test_identity_decorrelation_term_pairs_z_id_with_each_motion_token(synthetic_corpus):
   """loss.xcov_id: off by default; on, the step adds the cross-correlation of (z_id, z_voc) and (z_id, z_amb), and
   not that of (z_voc, z_amb), with its weight."""
+  from flax import nnx
+
   from synclipmae import losses
   config = small_config(synthetic_corpus)
   batch = _first_batch(config)
   graphdef, state = step_lib.init_state(config)
   # A fresh jit per call: the config is read at trace time.
-  step = lambda s, b: jax.jit(lambda s, b: step_lib.loss_and_grads(graphdef, config, s, b)[0])(s, b)
-  assert "loss_xcov_id" not in step(state, batch)
+  step = lambda: jax.jit(lambda s, b: step_lib.loss_and_grads(graphdef, config, s, b)[0])(state, batch)
+  without = step()
+  assert "loss_xcov_id" not in without
   config.loss.xcov_id = 2.0
-  metrics = step(state, batch)
+  metrics = step()
 
-  def outputs():
-    from flax import nnx
+  @jax.jit
+  def expected_terms(state, batch):
     model = nnx.merge(graphdef, state.params, state.frozen)
-    key = jax.random.fold_in(jax.random.key(config.seed), state.step)
-    inputs, _ = step_lib.model_inputs(key, batch, config)
-    return model(inputs, num_frames=config.data.num_frames)
+    inputs, _ = step_lib.model_inputs(jax.random.fold_in(jax.random.key(config.seed), state.step), batch, config)
+    out = model(inputs, num_frames=config.data.num_frames)
+    with_id = 0.5 * (losses.cross_covariance_loss([out["z_id"], out["z_voc"]])
+                     + losses.cross_covariance_loss([out["z_id"], out["z_amb"]]))
+    return with_id, losses.cross_covariance_loss([out["z_id"], out["z_voc"], out["z_amb"]])
 
-  out = outputs()
-  expected = 0.5 * (losses.cross_covariance_loss([out["z_id"], out["z_voc"]])
-                    + losses.cross_covariance_loss([out["z_id"], out["z_amb"]]))
+  expected, all_pairs = expected_terms(state, batch)
   np.testing.assert_allclose(metrics["loss_xcov_id"], expected, rtol=1e-4)
-  assert abs(float(expected) - float(losses.cross_covariance_loss([out["z_id"], out["z_voc"], out["z_amb"]]))) > 1e-4
-  config.loss.xcov_id = 0.0
-  without = step(state, batch)
+  assert abs(float(expected) - float(all_pairs)) > 1e-4
   np.testing.assert_allclose(metrics["loss"] - without["loss"], 2.0 * metrics["loss_xcov_id"], rtol=1e-4)
