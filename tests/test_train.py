@@ -51,9 +51,11 @@ def _first_batch(config, mesh_size=8):
 
 
 @pytest.mark.parametrize("data, fsdp", [(8, 1), (4, 2)])
-@pytest.mark.parametrize("con", [0.0, 0.5])
-def test_step_is_the_same_on_1_and_8_devices(synthetic_corpus, data, fsdp, con):
+def test_step_is_the_same_on_1_and_8_devices(synthetic_corpus, data, fsdp, con=0.5):
   """Same loss and gradients, within 1e-5 absolute, from one device and from 8 (data parallel, and data x FSDP).
+
+  Every term is on (reconstruction, both contrastive terms, decorrelation), so the gradients compared are those of
+  the whole loss.
 
   (This holds with the contrastive term too because the log-mel front end is batch-shape invariant: an FFT per
   frame and a two-pass LayerNorm over bands; a DFT matmul and flax's E[x^2]-E[x]^2 variance on log-mel values
@@ -128,24 +130,27 @@ def test_interrupted_runs_resume_to_identical_parameters(synthetic_corpus, tmp_p
   assert {"loss_rec_video", "loss_rec_audio", "loss_con", "loss_xcov", "temperature", "grad_norm"} <= lines[-1].keys()
   assert os.listdir(tmp_path / "straight" / "tensorboard")
 
-  # SIGTERM: a checkpoint is saved after the current step, exit status 143, and a rerun resumes.
-  code, output = _interrupt(_cli(tmp_path / "term", synthetic_corpus), signal.SIGTERM, after_step=6)
+  # One run, interrupted twice. SIGTERM: a checkpoint is saved after the current step, exit status 143.
+  run = _cli(tmp_path / "run", synthetic_corpus)
+  code, output = _interrupt(run, signal.SIGTERM, after_step=5)
   assert code == loop.EXIT_INTERRUPTED, output
   assert "Rerun the same command to resume" in output
-  saved = checkpoint.Checkpoints(tmp_path / "term" / "checkpoints").latest_step()
-  assert 6 <= saved < 12
-  resumed = _run(_cli(tmp_path / "term", synthetic_corpus))
-  assert f"resumed from" in resumed.stdout and f"at step {saved}" in resumed.stdout
-  # SIGKILL: whatever was last checkpointed (step 4 or 8) is where the rerun starts.
-  code, output = _interrupt(_cli(tmp_path / "kill", synthetic_corpus), signal.SIGKILL, after_step=7)
+  saved = checkpoint.Checkpoints(tmp_path / "run" / "checkpoints").latest_step()
+  assert 5 <= saved < 12
+  # The rerun resumes there; SIGKILL it: nothing is saved on the way out, the rerun after starts from whatever was
+  # last checkpointed (every 4 steps).
+  code, output = _interrupt(run, signal.SIGKILL, after_step=min(saved + 4, 11))
   assert code == -signal.SIGKILL
-  _run(_cli(tmp_path / "kill", synthetic_corpus))
+  assert "resumed from" in output and f"at step {saved}" in output
+  killed_at = checkpoint.Checkpoints(tmp_path / "run" / "checkpoints").latest_step()
+  assert saved <= killed_at < 12
+  resumed = _run(run)
+  assert f"at step {killed_at}" in resumed.stdout
 
-  for name in ("term", "kill"):
-    step, params = _params(tmp_path / name)
-    assert step == 12
-    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(params)):
-      np.testing.assert_array_equal(a, b)  # Bit-identical on CPU.
+  step, params = _params(tmp_path / "run")
+  assert step == 12
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)  # Bit-identical on CPU.
 
 
 def test_non_finite_loss_stops_without_touching_the_last_checkpoint(synthetic_corpus, tmp_path):
@@ -183,16 +188,13 @@ def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path)
   assert not (tmp_path / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("appearance", [False, True])
-def test_ambient_pose_head_is_trained_by_the_pose_warp(synthetic_corpus, appearance):
+def test_ambient_pose_head_is_trained_by_the_pose_warp(synthetic_corpus):
   """model.ambient_pose: z_amb's pose head starts at zero, the step adds loss.amb_warp with its weight, and only that
-  term trains the head (and the appearance heads of z_amb and the driving token, with model.*_appearance)."""
+  term trains the head and the appearance heads of z_amb and the driving token (model.*_appearance)."""
   config = small_config(synthetic_corpus)
   config.model.ambient_pose = True
-  heads = ["ambient_pose"]
-  if appearance:
-    config.model.ambient_appearance, config.model.driving_appearance = 8, True
-    heads += ["ambient_appearance", "driving_appearance"]
+  config.model.ambient_appearance, config.model.driving_appearance = 8, True
+  heads = ["ambient_pose", "ambient_appearance", "driving_appearance"]
   batch = _first_batch(config)
   graphdef, state = step_lib.init_state(config)
   assert not np.any(state.params["ambient_pose"]["kernel"].get_value())
