@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,19 @@ class Pretrained:
         out[k].append(result[k][:stop - start])
     dim = self.config.prompt_dim
     return {k: np.concatenate(v) if v else np.zeros((0, dim), np.float32) for k, v in out.items()}
+
+  def encode_clip(self, clip, tokens: Sequence[str] = ("z_id", "z_voc", "z_amb", "audio")) -> dict[str, np.ndarray]:
+    """A corpus clip (`records.ClipRecord`) -> the requested per-frame tokens {name: float32 [T, Dp]}: the frame
+    tokens through its face and mouth masks, "audio" through its soundtrack. Evaluators on corpora use this."""
+    unknown = [t for t in tokens if t not in ("z_id", "z_voc", "z_amb", "audio")]
+    if unknown:
+      raise ValueError(f"unknown tokens {unknown}; choose from z_id, z_voc, z_amb, audio")
+    out = {}
+    if any(t != "audio" for t in tokens):
+      out = self.encode_frames(clip.decode_frames(), clip.face_masks, clip.mouth_masks)
+    if "audio" in tokens:
+      out["audio"] = self.encode_audio(clip.audio_float(), clip.num_frames)
+    return {t: out[t] for t in tokens}
 
   def render(self, reference: np.ndarray, z_amb: np.ndarray, driving: np.ndarray,
              reference_masks: tuple[np.ndarray, np.ndarray] | None = None, *, batch_size: int = 64) -> np.ndarray:

@@ -38,8 +38,7 @@ def collect(pretrained, corpus, split: str, max_clips: int | None = None) -> dic
   identity, clip_index = [], []
   for i in indices:
     clip = corpus.read(split, i)
-    encoded = pretrained.encode_frames(clip.decode_frames(), clip.face_masks, clip.mouth_masks)
-    encoded["audio"] = pretrained.encode_audio(clip.audio_float(), clip.num_frames)
+    encoded = pretrained.encode_clip(clip, TOKENS)
     for k in TOKENS:
       tokens[k].append(encoded[k])
     for name, (label, _) in FACTORS.items():
