@@ -7,7 +7,7 @@ import numpy as np
 
 from synclipmae import inference
 from synclipmae.data.corpus import Corpus
-from synclipmae.eval import factors
+from synclipmae.eval import factors, probes
 
 
 def _planted(seed=0, n=1200, dim=16):
@@ -22,7 +22,7 @@ def _planted(seed=0, n=1200, dim=16):
 
 def test_probe_recovers_planted_signals_and_is_at_chance_on_shuffled_labels():
   x, continuous, classes, identity, clip = _planted()
-  folds = factors.identity_folds(identity)
+  folds = probes.folds(identity, by="speaker")
   r2 = factors.probe(x, continuous, "r2", folds)
   assert r2["score"] > 0.95 and len(r2["columns"]) == 2
   acc = factors.probe(x, classes, "class", folds)
@@ -36,9 +36,9 @@ def test_probe_recovers_planted_signals_and_is_at_chance_on_shuffled_labels():
 
 def test_folds_hold_out_identities_for_motion_and_clips_for_identity():
   _, _, _, identity, clip = _planted()
-  by_identity = factors.identity_folds(identity)
+  by_identity = probes.folds(identity, by="speaker")
   assert not set(identity[by_identity == 0]) & set(identity[by_identity == 1])
-  by_clip = factors.clip_folds(identity, clip)
+  by_clip = probes.folds(identity, clip, by="clip")
   assert not set(clip[by_clip == 0]) & set(clip[by_clip == 1])
   for name in np.unique(identity):  # Every identity is in both folds: seen in training, tested on new clips.
     assert set(by_clip[identity == name]) == {0, 1}

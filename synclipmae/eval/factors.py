@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from synclipmae.eval import probes
+
 TOKENS = ("z_id", "z_voc", "z_amb", "audio")
 # name: (per-frame label, kind). Pose is (tx, ty, rotation, scale); mouth is (open, width, round).
 FACTORS = {"identity": ("identity", "class"), "mouth": ("mouth", "r2"), "viseme": ("viseme", "class"),
@@ -86,22 +88,6 @@ def probe(x: np.ndarray, y: np.ndarray, kind: str, folds: np.ndarray, alpha: flo
   return {"score": float(r2.mean()), "columns": r2.tolist(), "chance": 0.0}
 
 
-def identity_folds(identity: np.ndarray) -> np.ndarray:
-  """Two folds by identity: alternate identities (sorted) go to fold 0 and 1."""
-  names = np.unique(identity)
-  return np.isin(identity, names[1::2]).astype(int)
-
-
-def clip_folds(identity: np.ndarray, clip: np.ndarray) -> np.ndarray:
-  """Two folds by clip within each identity: each identity's clips alternate between the folds."""
-  folds = np.zeros(len(clip), int)
-  for name in np.unique(identity):
-    rows = identity == name
-    for k, c in enumerate(np.unique(clip[rows])):
-      folds[rows & (clip == c)] = k % 2
-  return folds
-
-
 def evaluate(pretrained, corpus, split: str = "heldout", *, max_clips: int | None = None,
              alpha: float = 1e-3) -> dict[str, Any]:
   """The factor matrix of a model on a corpus split: {"matrix": {token: {factor: score}}, "metric", "chance",
@@ -111,7 +97,8 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, max_clips: int | Non
   if len(identities) < 2:
     raise ValueError(f"{corpus.directory}/{split}: factor probes need at least 2 identities, found "
                      f"{len(identities)}")
-  by_identity, by_clip = identity_folds(data["identity"]), clip_folds(data["identity"], data["clip"])
+  by_identity = probes.folds(data["identity"], by="speaker")
+  by_clip = probes.folds(data["identity"], data["clip"], by="clip")
   matrix: dict[str, dict[str, float]] = {k: {} for k in TOKENS}
   details: dict[str, dict[str, Any]] = {k: {} for k in TOKENS}
   metric, chance = {}, {}

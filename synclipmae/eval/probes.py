@@ -171,17 +171,6 @@ def encode(pretrained, corpus, split: str, indices: Sequence[int], tokens: Seque
   return encoded
 
 
-def alternate_clips(speaker: np.ndarray, clip: np.ndarray) -> np.ndarray:
-  """True for the rows to train on when one split is both trained and tested on: each speaker's clips alternate
-  (even-numbered clips train, odd ones test), so the test clips are unseen clips of known speakers."""
-  train = np.zeros(len(clip), bool)
-  for name in np.unique(speaker):
-    rows = speaker == name
-    for k, c in enumerate(np.unique(clip[rows])):
-      train[rows & (clip == c)] = k % 2 == 0
-  return train
-
-
 def encode_targets(train_values: Sequence[Any], test_values: Sequence[Any], kind: str) -> dict[str, Any]:
   """Targets as arrays: class codes over the training classes (test rows of unseen classes dropped), multi-hot
   rows over the training labels, or float matrices."""
@@ -250,17 +239,17 @@ def fit_linear(x: np.ndarray, y: np.ndarray, kind: str, *, weight_decay: float =
           "y_mean": np.asarray(y_mean), "y_scale": np.asarray(y_scale)}
 
 
-def choose_weight_decay(x: np.ndarray, y: np.ndarray, kind: str, folds: np.ndarray,
+def choose_weight_decay(x: np.ndarray, y: np.ndarray, kind: str, fold_ids: np.ndarray,
                         grid: Sequence[float] = WEIGHT_DECAYS, **fit) -> tuple[float, dict[str, float]]:
-  """The L2 penalty of `grid` with the best mean validation score over `folds` (an int per training row; each
+  """The L2 penalty of `grid` with the best mean validation score over `fold_ids` (an int per training row; each
   fold is scored by a probe trained on the others). Folds follow the test: by speaker when the test speakers are
   unseen, by clip when they are known. Returns (the choice, {penalty: mean score})."""
   num_classes = int(y.max()) + 1 if kind == "class" else None
   scores = {}
   for weight_decay in grid:
     per_fold = []
-    for f in np.unique(folds):
-      held = folds == f
+    for f in np.unique(fold_ids):
+      held = fold_ids == f
       if kind == "class" and not np.isin(y[held], y[~held]).any():
         continue
       head = fit_linear(x[~held], y[~held], kind, weight_decay=weight_decay, num_classes=num_classes, **fit)
@@ -305,18 +294,18 @@ def score(predicted: np.ndarray, target: np.ndarray, kind: str, names: Sequence[
 HEADLINE = {"class": "accuracy", "multilabel": "mean_auc", "regression": "r2"}
 
 
-def validation_folds(speaker: np.ndarray, clip: np.ndarray, by: str, count: int = 3) -> np.ndarray:
-  """Fold ids of training rows: speakers (by="speaker") or each speaker's clips (by="clip") dealt round-robin."""
-  folds = np.zeros(len(clip), int)
-  if by == "speaker":
-    for k, name in enumerate(np.unique(speaker)):
-      folds[speaker == name] = k % count
-    return folds
-  for name in np.unique(speaker):
+def folds(speaker: np.ndarray, clip: np.ndarray | None = None, *, by: str, count: int = 2) -> np.ndarray:
+  """A fold id per row: speakers (by="speaker": the speakers of a fold are unseen by the others) or each speaker's
+  clips (by="clip": every speaker in every fold, on different clips) dealt round-robin in sorted order."""
+  ids = np.zeros(len(speaker), int)
+  for k, name in enumerate(np.unique(speaker)):
     rows = speaker == name
-    for k, c in enumerate(np.unique(clip[rows])):
-      folds[rows & (clip == c)] = k % count
-  return folds
+    if by == "speaker":
+      ids[rows] = k % count
+    else:
+      for j, c in enumerate(np.unique(clip[rows])):
+        ids[rows & (clip == c)] = j % count
+  return ids
 
 
 def _subset(data: Mapping[str, Any], rows: np.ndarray) -> dict[str, Any]:
@@ -345,7 +334,7 @@ def evaluate(pretrained, corpus, labels: Sequence[str], *, tokens: str | Sequenc
   needed = [t for t in TOKENS if any(t in group for group in sets)]
   train = read_labels(corpus, train_split, labels, pool, label_file, max_clips)
   if test_split == train_split:
-    train_rows = alternate_clips(train["speaker"], train["clip"])
+    train_rows = folds(train["speaker"], train["clip"], by="clip") == 0  # Each speaker's clips alternate.
     train, test = _subset(train, train_rows), _subset(train, ~train_rows)
     held, folds_by = "unseen clips of the same speakers", "clip"
   else:
@@ -368,22 +357,22 @@ def evaluate(pretrained, corpus, labels: Sequence[str], *, tokens: str | Sequenc
     encoded = {split: encode(pretrained, corpus, split, data["indices"], needed, pool)
                for data, split in ((train, train_split), (test, test_split))}
   fit = {"steps": steps, "learning_rate": learning_rate, "seed": seed}
-  folds = validation_folds(train["speaker"], train["clip"], folds_by)
+  validation = folds(train["speaker"], train["clip"], by=folds_by, count=3)
   probes: dict[str, dict[str, Any]] = {}
   for group in sets:
     x_train = _features(encoded[train_split], train["clip"], group)
     x_test = _features(encoded[test_split], test["clip"], group)
     for name in labels:
       label_kind, target = kinds[name], targets[name]
-      chosen, validation = weight_decay, None
+      chosen, scores = weight_decay, None
       if chosen is None:
-        chosen, validation = choose_weight_decay(x_train, target["train"], label_kind, folds, **fit)
+        chosen, scores = choose_weight_decay(x_train, target["train"], label_kind, validation, **fit)
       head = fit_linear(x_train, target["train"], label_kind, weight_decay=chosen, **fit)
       predicted = predict(head, x_test[target["test_rows"]], label_kind)
       probes.setdefault("+".join(group), {})[name] = {
           "kind": label_kind, **score(predicted, target["test"], label_kind, target["names"],
                                       target["train"] if label_kind == "class" else None),
-          "classes": target["names"], "weight_decay": chosen, "validation": validation,
+          "classes": target["names"], "weight_decay": chosen, "validation": scores,
           "num_train": int(len(x_train)), "num_test": int(target["test_rows"].sum()),
           "num_test_unseen_class": int((~target["test_rows"]).sum())}
   return {"probes": probes, "labels": list(labels), "pool": pool, "train_split": train_split,
