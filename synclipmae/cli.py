@@ -19,6 +19,8 @@ COMMANDS = {
     "eval-factors": ("synclipmae.commands.eval_factors", "which token carries which ground-truth factor (probes)"),
     "eval-swaps": ("synclipmae.commands.eval_swaps", "A's face and motion with B's mouth, scored against the truth"),
     "probe": ("synclipmae.commands.probe", "linear probes of frozen tokens for any label (emotion, action, ...)"),
+    "train-vsr": ("synclipmae.commands.train_vsr", "a lip-reading head (CTC) on frozen z_voc, z_id or mouth pixels"),
+    "eval-vsr": ("synclipmae.commands.eval_vsr", "WER, CER and viseme error rate of a lip-reading head"),
     "export": ("synclipmae.commands.export", "a pretraining run -> safetensors + config.json + model card"),
     "extract": ("synclipmae.commands.extract", "per-frame tokens (z_id, z_voc, z_amb, audio) of videos"),
     "sync": ("synclipmae.commands.sync", "zero-shot AV-sync offset + confidence of any video (and --fix_out)"),
