@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from array_record.python import array_record_module
 
 from synclipmae.data import records
@@ -212,6 +213,13 @@ class Corpus:
   def read(self, split: str, index: int) -> records.ClipRecord:
     data = self.source(split)[index]
     return records.deserialize(data, where=f"{self.directory}/{split} record {index}")
+
+  def spread(self, split: str, max_clips: int | None = None) -> list[int]:
+    """Record indices of a split: all of them, or at most `max_clips` spread evenly over it (evaluators' subsets)."""
+    count = len(self.manifest(split))
+    if not max_clips or max_clips >= count:
+      return list(range(count))
+    return sorted(set(np.linspace(0, count - 1, max_clips).round().astype(int).tolist()))
 
   def find(self, clip_ids: Sequence[str], split: str) -> list[int]:
     """Record indices of the given clip ids in a split."""

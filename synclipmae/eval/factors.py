@@ -32,9 +32,7 @@ FACTORS = {"identity": ("identity", "class"), "mouth": ("mouth", "r2"), "viseme"
 
 def collect(pretrained, corpus, split: str, max_clips: int | None = None) -> dict[str, Any]:
   """Per-frame tokens, labels, identity and clip index of a corpus split (up to `max_clips` clips, spread)."""
-  count = len(corpus.manifest(split))
-  indices = range(count) if not max_clips or max_clips >= count else \
-      sorted(set(np.linspace(0, count - 1, max_clips).round().astype(int).tolist()))
+  indices = corpus.spread(split, max_clips)
   tokens = {k: [] for k in TOKENS}
   labels: dict[str, list[np.ndarray]] = {}
   identity, clip_index = [], []

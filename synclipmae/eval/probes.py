@@ -124,9 +124,7 @@ def read_labels(corpus, split: str, labels: Sequence[str], pool: str,
   clips without}. Reads no pixels, so a label problem is found before any encoding."""
   if pool not in POOLS:
     raise ValueError(f"pool={pool!r} must be one of {POOLS}")
-  count = len(corpus.manifest(split))
-  indices = range(count) if not max_clips or max_clips >= count else \
-      sorted(set(np.linspace(0, count - 1, max_clips).round().astype(int).tolist()))
+  indices = corpus.spread(split, max_clips)
   y: dict[str, list[Any]] = {name: [] for name in labels}
   speaker, clip_index, kept, skipped = [], [], [], []
   for i in indices:

@@ -15,6 +15,7 @@ CTC steps, so a transcript may have up to twice as many symbols as the clip has 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -124,9 +125,7 @@ def collect(pretrained, corpus, split: str, inputs: str = "z_voc", transcripts: 
   metadata). `inputs`: a token (`Pretrained.encode_clip`) or "pixels" (`mouth_pixels`)."""
   if inputs not in INPUTS:
     raise ValueError(f"inputs={inputs!r} must be one of {INPUTS}")
-  count = len(corpus.manifest(split))
-  indices = range(count) if not max_clips or max_clips >= count else \
-      sorted(set(np.linspace(0, count - 1, max_clips).round().astype(int).tolist()))
+  indices = corpus.spread(split, max_clips)
   vocab = corpus.label_vocab.get("viseme")
   out = Sequences([], [], [], [] if vocab else None)
   for i in indices:
@@ -200,11 +199,16 @@ class Trained:
   head: VSRHead
   info: dict[str, Any]
 
+  @functools.cached_property
+  def _log_probs(self):
+    graphdef, _ = nnx.split(self.head)
+    return jax.jit(lambda s, x, v: jax.tree.map(jax.nn.log_softmax, nnx.merge(graphdef, s)(x, v)))
+
   def logits(self, features: Sequence[np.ndarray], batch_size: int = 32) -> list[dict[str, np.ndarray]]:
+    """CTC log-probabilities {"chars": [2T, |CHARS|+1], "visemes": ...} of each clip's inputs [T, D]."""
     mean, scale = np.asarray(self.info["input_mean"]), np.asarray(self.info["input_scale"])
     length = max(len(f) for f in features)
-    graphdef, state = nnx.split(self.head)
-    fn = jax.jit(lambda s, x, v: jax.tree.map(jax.nn.log_softmax, nnx.merge(graphdef, s)(x, v)))
+    fn, state = self._log_probs, nnx.state(self.head)
     out = []
     for start in range(0, len(features), batch_size):
       chunk = [(f - mean) / scale for f in features[start:start + batch_size]]
@@ -302,13 +306,14 @@ def beam_decode(log_probs: np.ndarray, beam_width: int = 8) -> list[int]:
 
 
 def evaluate(trained: Trained, data: Sequences, decode: str = "greedy", beam_width: int = 8,
-             examples: int = 8) -> dict[str, Any]:
-  """WER and CER of the character head, and the viseme error rate of the viseme head, on `data` (jiwer)."""
+             examples: int = 8, logits: Sequence[Mapping[str, np.ndarray]] | None = None) -> dict[str, Any]:
+  """WER and CER of the character head, and the viseme error rate of the viseme head, on `data` (jiwer).
+  `logits`: the head's output on `data` when the caller already has it."""
   import jiwer
   if decode not in ("greedy", "beam"):
     raise ValueError(f"decode={decode!r} must be 'greedy' or 'beam'")
   decoder = greedy_decode if decode == "greedy" else (lambda lp: beam_decode(lp, beam_width))
-  logits = trained.logits(data.features)
+  logits = trained.logits(data.features) if logits is None else logits
   hypotheses = [normalise_text("".join(CHARS[i - 1] for i in decoder(l["chars"]))) for l in logits]
   # jiwer rejects empty references; every transcript here has characters.
   result = {"decode": decode, "num_clips": len(data.clip_ids),
@@ -328,13 +333,15 @@ def evaluate(trained: Trained, data: Sequences, decode: str = "greedy", beam_wid
 def write_evaluation(trained: Trained, data: Sequences, split: str, out: str | os.PathLike, *,
                      decode: str = "greedy", beam_width: int = 8) -> str:
   """Evaluates and writes OUT/vsr_eval_SPLIT_DECODE.json and .png (the posteriors of the first clip)."""
-  result = {"split": split, "inputs": trained.info.get("inputs"), **evaluate(trained, data, decode, beam_width)}
+  logits = trained.logits(data.features)
+  result = {"split": split, "inputs": trained.info.get("inputs"),
+            **evaluate(trained, data, decode, beam_width, logits=logits)}
   base = os.path.join(out, f"vsr_eval_{split}_{decode}")
   os.makedirs(out, exist_ok=True)
   with open(base + ".json", "w") as f:
     json.dump(result, f, indent=1)
   first = result["examples"][0]
-  plot_posteriors(trained.logits(data.features[:1])[0]["chars"], first["truth"], first["read"], base + ".png")
+  plot_posteriors(logits[0]["chars"], first["truth"], first["read"], base + ".png")
   return base + ".json"
 
 
