@@ -38,8 +38,6 @@ def export(workdir: str | os.PathLike, out: str | os.PathLike, *, step: int | No
 
   data: the corpus to average the aligned-crop masks over (default: the one the run trained on).
   """
-  from safetensors.numpy import save_file
-
   from synclipmae.train.checkpoint import load_model
   workdir, out = Path(workdir), Path(out)
   if out.exists() and not overwrite:
@@ -58,12 +56,23 @@ def export(workdir: str | os.PathLike, out: str | os.PathLike, *, step: int | No
   factors = _read_json(workdir / "factors.json")
   if factors and factors.get("step") == step:
     info["factors"] = {k: factors[k] for k in ("matrix", "metric", "chance", "split", "num_frames") if k in factors}
+  return write_export(model, info, out, overwrite=True)
+
+
+def write_export(model: nnx.Module, info: dict[str, Any], out: str | os.PathLike, *, overwrite: bool = False
+                 ) -> Path:
+  """Writes `model`'s weights, `info` (config.json) and the model card to `out`, atomically (see the module
+  docstring); what `export` and `finetune-dub` write."""
+  from safetensors.numpy import save_file
+  out = Path(out)
+  if out.exists() and not overwrite:
+    raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
   weights = flat_weights(model)
   out.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
   try:
     save_file(weights, str(staging / inference.WEIGHTS_FILE),
-              metadata={"format": inference.EXPORT_FORMAT, "step": str(step)})
+              metadata={"format": inference.EXPORT_FORMAT, "step": str(info["step"])})
     (staging / inference.CONFIG_FILE).write_text(json.dumps(info, indent=1) + "\n")
     (staging / inference.CARD_FILE).write_text(model_card(info, weights))
     for file in staging.iterdir():
@@ -139,6 +148,14 @@ def model_card(info: dict[str, Any], weights: dict[str, np.ndarray]) -> str:
               "| token | " + " | ".join(f"{n} ({factors['metric'][n]})" for n in names) + " |",
               "|---|" + "---|" * len(names)]
     lines += [f"| {t} | " + " | ".join(f"{v[n]:.2f}" for n in names) + " |" for t, v in factors["matrix"].items()]
+  dub = info.get("dubbing")
+  if dub:
+    lines += ["", "## Dubbing (`synclipmae finetune-dub`)",
+              f"- decoder fine-tuned for {dub['steps']} steps of {dub['batch_size']} frames on `{dub.get('corpus')}` "
+              f"({dub.get('split')}) from `{dub.get('base_model')}`; encoders unchanged (the same tokens)",
+              f"- mouth region: mouth-mask box grown by {dub['grow']} of the crop (up to {dub['max_masked']} "
+              f"patches masked); final {dub['loss']}: {dub['final_loss']:.5f}",
+              "- `synclipmae dub --model=THIS_DIRECTORY --video=TARGET.mp4 --audio=NEW.wav --out=DUB.mp4`"]
   lines += ["", "## How to use it", "```python", "import synclipmae",
             "pretrained = synclipmae.load_pretrained('THIS_DIRECTORY')",
             "tokens = synclipmae.video_tokens(pretrained, 'video.mp4')            # raw video: face pipeline",

@@ -211,6 +211,29 @@ class Pretrained:
                                                   np.asarray(z_amb, np.float32), np.asarray(driving, np.float32)],
                                  batch_size)
 
+  def redraw(self, frames: np.ndarray, keep: np.ndarray, mouth: np.ndarray, z_id: np.ndarray, z_amb: np.ndarray,
+             driving: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """The decoder's drawing of frames uint8 [M, S, S, 3] from their own visible patches keep int32 [M, K],
+    conditioned on (z_id, z_amb, driving) [M, Dp] each: float32 [M, S, S, 3] in [0, 1] (what dubbing pastes).
+    mouth [M, P] or [1, P]: per-patch mouth fractions (`patch_fractions`), for encoders with mouth_private."""
+    m = len(frames)
+    for name, x in (("keep", keep), ("z_id", z_id), ("z_amb", z_amb), ("driving", driving)):
+      if len(x) != m:
+        raise ValueError(f"redraw: {m} frames but {len(x)} {name}")
+    norm_pix = bool(self.info.get("decoder_target", {}).get("norm_pix", True))
+
+    def draw(model, frames, keep, mouth, z_id, z_amb, driving):
+      enc = model.encode_frames(frames.astype(jnp.float32) / 255.0, keep, mouth)
+      return model.render(enc["patches"], keep, jnp.stack([z_id, z_amb, driving], axis=1), norm_pix=norm_pix)
+
+    return self._draw_in_batches("redraw", draw, [
+        np.asarray(frames), np.asarray(keep, np.int32), np.asarray(mouth, np.float32), np.asarray(z_id, np.float32),
+        np.asarray(z_amb, np.float32), np.asarray(driving, np.float32)], batch_size)
+
+  def refresh(self) -> None:
+    """Call after changing the model's weights in place (fine-tuning): inference reads the new ones."""
+    self._graphdef, self._state = nnx.split(self.model)
+
   def _draw_in_batches(self, name: str, fn: Callable, arrays: list[np.ndarray], batch_size: int) -> np.ndarray:
     """fn(model, *rows of arrays) -> images, jitted once and run in fixed batches -> float32 [M, S, S, 3]."""
     fn = self._jit(name, fn)
@@ -452,10 +475,12 @@ class VideoTokens:
 @dataclasses.dataclass
 class Footage:
   """An opened video: its audio track (16 kHz from the video's start), the face crops as (first frame, frames
-  uint8 [n, S, S, 3], face masks, mouth masks or None) entries, and the timeline's length once they are read."""
+  uint8 [n, S, S, 3], face masks, mouth masks or None) entries, and the timeline's length once they are read.
+  clips: a raw video's clip records from the face pipeline (with each frame's crop transform), None if aligned."""
   audio: np.ndarray
   entries: Iterator[tuple]
   _num_frames: Callable[[], int]
+  clips: list | None = None
 
   @property
   def num_frames(self) -> int:
@@ -473,12 +498,13 @@ class VideoReader:
   """Reads videos into what the model encodes: face crops with masks (raw videos, through the `prep` face
   pipeline) or resized aligned crops, plus the 16 kHz audio track. Holds the face models between videos."""
 
-  def __init__(self, image_size: int, aligned: bool = False, prep_config=None):
-    self.image_size, self.aligned = image_size, aligned
+  def __init__(self, image_size: int, aligned: bool = False, prep_config=None, *, allow_silent: bool = False):
+    """allow_silent: accept videos without an audio track (zeros), e.g. the target of a dub."""
+    self.image_size, self.aligned, self.allow_silent = image_size, aligned, allow_silent
     self._processor = None
     if not aligned:
       from data_pipelines.prep import run
-      config = prep_config or run.PrepConfig(size=image_size)
+      config = prep_config or run.PrepConfig(size=image_size, allow_silent=allow_silent)
       if config.size != image_size:
         raise ValueError(f"the face pipeline's crop size {config.size} differs from the model's {image_size}")
       self._processor = run.InputProcessor(config)
@@ -501,7 +527,7 @@ class VideoReader:
     """
     from data_pipelines.prep import decode
     if self.aligned:
-      reader = decode.MediaReader(path)
+      reader = decode.MediaReader(path, allow_silent=self.allow_silent)
       height, width = reader.output_size()
       if abs(height - width) > 0.02 * max(height, width):
         raise decode.PrepError(path, "aligned", f"aligned input must be square face crops, got {width}x{height}; "
@@ -510,7 +536,7 @@ class VideoReader:
     from data_pipelines.prep import run
     clips, stats, audio = self._processor.process_media(run.Input(str(path), str(path)))
     entries = ((c.metadata["start_frame"], c.decode_frames(), c.face_masks, c.mouth_masks) for c in clips)
-    return Footage(audio, entries, lambda: stats["frames"])
+    return Footage(audio, entries, lambda: stats["frames"], clips)
 
   def _aligned_batches(self, reader, frame_batch: int) -> Iterator[tuple]:
     batch, first = [], 0

@@ -3,7 +3,7 @@
 Per input (`InputProcessor`): decode (25 fps by timestamps, 16 kHz mono; `decode`) -> shot changes (`segment`) ->
 track one speaker's 468 landmarks (`faces`) -> smooth them over time -> align each frame to the template and crop
 with face and mouth masks (`align`) -> cut clips at face loss, shot change, missing audio and the maximum length
--> `ClipRecord`s (JPEG frames, 16-bit audio, per-frame landmarks and face score as labels).
+-> `ClipRecord`s (JPEG frames, 16-bit audio; per-frame crop transforms, landmarks and face score as labels).
 
 Memory stays bounded on long videos: frames stream through in chunks, each frame is aligned as soon as its
 smoothed landmarks are known (the centred smoothing window needs `smooth_window // 2` frames of look-ahead), and
@@ -368,7 +368,8 @@ class _RunBuilder:
       encoded = records.encode_frames(clip.frames, self.config.frame_codec, self.config.jpeg_quality)[0]
       self.timings["align"] += middle - start
       self.timings["encode"] += time.perf_counter() - middle
-      self._aligned.append((index, encoded, clip.face_masks[0], clip.mouth_masks[0], clip.landmarks[0], score))
+      self._aligned.append((index, encoded, clip.face_masks[0], clip.mouth_masks[0], clip.landmarks[0], score,
+                            clip.transforms[0]))
 
 
 class InputProcessor:
@@ -455,9 +456,10 @@ class InputProcessor:
     available = audio[first * spf:last * spf]
     piece[:len(available)] = available
     scores = np.array([e[5] for e in clip], np.float32)
-    labels = {}
+    # The frame -> crop map of every frame (what pastes a crop, e.g. a dub, back into the source video).
+    labels = {"crop_transform": np.stack([e[6] for e in clip]).astype(np.float32)}
     if config.store_landmarks:
-      labels = {"landmarks": np.stack([e[4] for e in clip]).astype(np.float16), "face_score": scores}
+      labels |= {"landmarks": np.stack([e[4] for e in clip]).astype(np.float16), "face_score": scores}
     info = reader.info
     return records.ClipRecord(
         clip_id=f"{video_id(item.key)}-{first:06d}", speaker_id=speaker, source=item.key, fps=config.fps,

@@ -1,0 +1,61 @@
+"""`synclipmae finetune-dub --model=PATH --out=DUB_MODEL [--data=CORPUS]`: a model whose decoder dubs.
+
+Pretraining teaches the decoder to fill a random three quarters of a frame in normalised pixels; dubbing asks it to
+redraw the mouth region from the rest of the frame, in pixels (synclipmae/dubbing.py). This fine-tunes the decoder
+alone for that on the --split clips: the encoders are frozen, so the new model's tokens (and sync, probe and VSR
+results) are exactly the base model's. Writes an export directory (`load_pretrained`, `synclipmae dub`,
+`eval-dub`) whose config.json records the base model and the fine-tuning under "dubbing".
+
+  synclipmae finetune-dub --model=runs/demo/export --out=runs/demo/dub_model
+  synclipmae eval-dub --model=runs/demo/dub_model --split=validation
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Sequence
+
+from absl import flags
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("model", None, "An export directory or a pretraining workdir.", required=True)
+  flags.DEFINE_string("out", None, "The fine-tuned model (an export directory).", required=True)
+  flags.DEFINE_string("data", None, "Corpus (default: the one the model was trained on).")
+  flags.DEFINE_string("split", "train", "Split to fine-tune on.")
+  flags.DEFINE_integer("max_clips", None, "Use at most this many clips of the split.")
+  flags.DEFINE_integer("steps", 1500, "Training steps.")
+  flags.DEFINE_integer("batch_size", 64, "Frames per step.")
+  flags.DEFINE_float("learning_rate", 1e-3, "Peak AdamW learning rate (cosine decay).")
+  flags.DEFINE_float("mouth_weight", 10.0, "Extra weight of the mouth-mask pixels in the pixel loss.")
+  flags.DEFINE_float("grow", 0.0, "Grow each mouth-mask bounding box by this fraction of the crop on every side.")
+  flags.DEFINE_integer("seed", 0, "Batch order.")
+  flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  f = flags.FLAGS
+  from synclipmae import dubbing, export
+  from synclipmae.commands.eval_factors import default_corpus
+  from synclipmae.data.corpus import Corpus
+  from synclipmae.inference import load_pretrained
+  if os.path.exists(f.out) and not f.overwrite:
+    raise FileExistsError(f"{f.out} exists; pass --overwrite to replace it")
+  start = time.time()
+  pretrained = dubbing.with_conditioning_paths(load_pretrained(f.model))
+  data = f.data or default_corpus(pretrained)
+  training = dubbing.training_set(pretrained, Corpus(data), f.split, max_clips=f.max_clips, grow=f.grow)
+  print(f"{len(training.frames)} frames of {training.clip[-1] + 1} clips ({f.split}) ready in "
+        f"{time.time() - start:.0f} s; fine-tuning the decoder for {f.steps} steps")
+  summary = dubbing.finetune(pretrained, training, steps=f.steps, batch_size=f.batch_size,
+                             learning_rate=f.learning_rate, mouth_weight=f.mouth_weight, seed=f.seed)
+  info = copy.deepcopy(pretrained.info)
+  info["dubbing"] = {**summary, "base_model": os.path.abspath(f.model), "corpus": os.path.abspath(data),
+                     "split": f.split, "num_frames": len(training.frames)}
+  out = export.write_export(pretrained.model, info, f.out, overwrite=f.overwrite)
+  print(f"dubbing model written in {time.time() - start:.0f} s: {os.path.abspath(out)}\n"
+        f"  synclipmae dub --model={out} --video=TARGET.mp4 --audio=NEW.wav --out=DUB.mp4\n"
+        f"  synclipmae eval-dub --model={out} --split=validation")
