@@ -1,7 +1,8 @@
 """The `synclipmae` command: `synclipmae <subcommand> [--flags]`.
 
 Each subcommand is a module with `define_flags()` (absl flags) and `main(argv)`; only the chosen one is imported
-and defines its flags, so flag names never collide and start-up stays fast. `synclipmae <subcommand> --help` lists its flags.
+and defines its flags, so flag names never collide and start-up stays fast. `synclipmae <subcommand> --help`
+lists its flags.
 """
 
 from __future__ import annotations

@@ -154,7 +154,8 @@ def model_card(info: dict[str, Any], weights: dict[str, np.ndarray]) -> str:
               f"- decoder fine-tuned for {dub['steps']} steps of {dub['batch_size']} frames on `{dub.get('corpus')}` "
               f"({dub.get('split')}) from `{dub.get('base_model')}`; encoders unchanged (the same tokens)",
               f"- mouth region: mouth-mask box grown by {dub['grow']} of the crop (up to {dub['max_masked']} "
-              f"patches masked); final {dub['loss']}: {dub['final_loss']:.5f}",
+              f"patches masked); {dub['loss']}: {dub['monitor_loss_before']:.5f} before, "
+              f"{dub['monitor_loss_after']:.5f} after (one fixed batch)",
               "- `synclipmae dub --model=THIS_DIRECTORY --video=TARGET.mp4 --audio=NEW.wav --out=DUB.mp4`"]
   lines += ["", "## How to use it", "```python", "import synclipmae",
             "pretrained = synclipmae.load_pretrained('THIS_DIRECTORY')",

@@ -28,7 +28,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("max_clips", None, "Use at most this many clips of the split.")
   flags.DEFINE_integer("steps", 1500, "Training steps.")
   flags.DEFINE_integer("batch_size", 64, "Frames per step.")
-  flags.DEFINE_float("learning_rate", 1e-3, "Peak AdamW learning rate (cosine decay).")
+  flags.DEFINE_float("learning_rate", 3e-4, "Peak AdamW learning rate (cosine decay); 1e-3 can kill the new "
+                     "conditioning paths of a small decoder (BENCHMARKS.md).")
   flags.DEFINE_float("mouth_weight", 10.0, "Extra weight of the mouth-mask pixels in the pixel loss.")
   flags.DEFINE_float("grow", 0.0, "Grow each mouth-mask bounding box by this fraction of the crop on every side.")
   flags.DEFINE_integer("seed", 0, "Batch order.")

@@ -2,7 +2,8 @@
 
 Frozen tokens of every clip (through `Pretrained.encode_clip`, each clip encoded once for every token set),
 averaged per clip or kept per frame; a linear classifier / regressor trained with optax on --train_split and
-scored on --test_split: accuracy, macro AUC and the confusion matrix for classes, mean AUC / macro F1 for multi-label targets, R^2 for continuous ones
+scored on --test_split: accuracy, macro AUC and the confusion matrix for classes, mean AUC / macro F1 for
+multi-label targets, R^2 for continuous ones
 (synclipmae/eval/probes.py). Labels: the corpus's own (per-frame label arrays or per-clip metadata; "speaker" is
 the speaker id) or --labels=FILE, a CSV / JSON file mapping clip ids to labels (CelebV-HQ's emotion or action
 annotations). Writes probe_TOKENS_LABEL.json and .png into --out.

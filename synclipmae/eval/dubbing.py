@@ -9,7 +9,10 @@ synthetic corpus renders the truth exactly: A's identity and head / eye / expres
   * sync with the new audio, as `synclipmae sync --aligned` scores it: the dub is written as an mp4 of aligned crops
     with B's soundtrack and read back through `video_tokens`; the pair counts as in sync when |offset| <= 1. The
     undubbed frames with B's audio (what a dub starts from) and the truth with B's audio (the ceiling) are scored
-    the same way;
+    the same way. A control tells a mouth that follows its driver from a redrawn mouth that sync merely fails to
+    place: A dubbed with B's audio tokens delayed by CONTROL_DELAY frames, scored against B's audio, must be found
+    at offset -CONTROL_DELAY (audio leads video), not at 0; and in pixels, its mouth-region PSNR to the truth
+    must be lower than the audio-driven dub's (the gain of the right driver over a wrong one);
   * identity kept: the cosine of z_id of each dubbed frame to that of the target frame, averaged over frames.
 Side-by-side mp4s (target | audio-driven dub | video-driven dub | truth, with B's audio) for the first pairs.
 """
@@ -28,6 +31,7 @@ from synclipmae.eval import swaps
 
 DRIVINGS = ("audio", "video")
 IN_SYNC_FRAMES = 1  # |offset| <= this counts as in sync.
+CONTROL_DELAY = 4  # Frames by which the control dub's mouth lags B's audio.
 
 
 def plan(corpus, split: str, num_pairs: int, seed: int = 0) -> list[dict[str, int]]:
@@ -116,6 +120,10 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, num_pairs: int = 32,
                         "mouth_ssim": region_ssim(as_float(dub.frames), as_float(truth_frames), region),
                         "identity_cosine": float(_cosine(z_id, target["z_id"]).mean()),
                         **_sync(pretrained, dub.frames, audio, os.path.join(scratch, f"{driving}.mp4"))}
+      late = np.concatenate([np.repeat(driver["audio"][:1], CONTROL_DELAY, 0), driver["audio"][:t - CONTROL_DELAY]])
+      control = dubbing.dub_frames(pretrained, frames, face, mouth, late, mode=mode)
+      row["delayed"] = {"mouth_psnr": region_psnr(as_float(control.frames), as_float(truth_frames), region),
+                        **_sync(pretrained, control.frames, audio, os.path.join(scratch, "delayed.mp4"))}
       rows.append(row)
       if videos_dir is not None and n < num_videos:
         path = os.path.join(videos_dir, f"dub_{n:02d}_{a.clip_id}_with_{b.clip_id}.mp4")
@@ -131,13 +139,18 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, num_pairs: int = 32,
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-  """Means over pairs per kind (audio, video, undubbed, truth); in_sync = share of pairs with |offset| <= 1."""
+  """Means over pairs per kind (audio, video, undubbed, truth, delayed); in_sync = share of pairs with |offset| <= 1;
+  for the delayed control also at_planted_offset (share found within 1 frame of -CONTROL_DELAY) and driver_gain_db
+  (the audio-driven dub's mouth PSNR minus the control's)."""
   out = {}
-  for kind in (*DRIVINGS, "undubbed", "truth"):
+  for kind in (*DRIVINGS, "undubbed", "truth", "delayed"):
     values = [r[kind] for r in rows]
     summary = {k: float(np.mean([v[k] for v in values])) for k in values[0] if k != "offset_frames"}
     summary["in_sync"] = float(np.mean([abs(v["offset_frames"]) <= IN_SYNC_FRAMES for v in values]))
     out[kind] = summary
+  out["delayed"]["driver_gain_db"] = out["audio"]["mouth_psnr"] - out["delayed"]["mouth_psnr"]
+  out["delayed"]["at_planted_offset"] = float(np.mean([abs(r["delayed"]["offset_frames"] + CONTROL_DELAY)
+                                                        <= IN_SYNC_FRAMES for r in rows]))
   for kind in DRIVINGS:
     out[kind]["psnr_gain_db"] = out[kind]["mouth_psnr"] - out["undubbed"]["mouth_psnr"]
     out[kind]["pairs_better_than_undubbed"] = float(np.mean([r[kind]["mouth_psnr"] > r["undubbed"]["mouth_psnr"]
@@ -158,7 +171,13 @@ def format_summary(result: dict[str, Any]) -> str:
     ssim = f"{v['mouth_ssim']:.3f}" if "mouth_ssim" in v else "-"
     ident = f"{v['identity_cosine']:.3f}" if "identity_cosine" in v else "-"
     lines.append(f"| {label} | {psnr} | {gain} | {ssim} | {v['in_sync']:.1%} | {v['confidence']:.3f} | {ident} |")
-  return "\n".join(lines) + f"\n({result['num_pairs']} pairs, {result['split']} split, {result['mode']} dubs)"
+  control = s["delayed"]
+  return "\n".join(lines) + (
+      f"\n({result['num_pairs']} pairs, {result['split']} split, {result['mode']} dubs)\ncontrol: audio-driven dubs "
+      f"with the mouth {CONTROL_DELAY} frames late are found at offset -{CONTROL_DELAY} (+-1) for "
+      f"{control['at_planted_offset']:.1%} of pairs and in sync for {control['in_sync']:.1%} (a mouth that follows "
+      f"its driver: ~100 % and ~0 %); mouth PSNR {control['mouth_psnr']:.2f} dB, the right driver "
+      f"{control['driver_gain_db']:+.2f} dB better")
 
 
 def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, str]:

@@ -340,7 +340,8 @@ def score_video(tokens, *, max_offset: int = 15, window_frames: int | None = 250
           "curve": {"offsets": list(range(-max_offset, max_offset + 1)),
                     "similarity": np.round(overall["_mean_sim"], 5).tolist(),
                     "distance": np.round(overall["_mean_dist"], 5).tolist()},
-          "frame_index": tokens.frame_index.tolist(), "frame_confidence": [round(float(c), 4) if np.isfinite(c) else None for c in frame_conf]}
+          "frame_index": tokens.frame_index.tolist(),
+          "frame_confidence": [round(float(c), 4) if np.isfinite(c) else None for c in frame_conf]}
 
 
 SUMMARY_KEYS = ("video", "offset_frames", "offset_ms", "confidence", "min_dist", "num_frames")
