@@ -302,7 +302,8 @@ def finetune(pretrained, data: TrainingSet, *, steps: int = 1500, batch_size: in
 
   # One fixed batch scored before and after: the fine-tune's effect without the noise of the training batches.
   monitor = batch_of(np.random.default_rng([seed, 1]))
-  monitor_loss = lambda params: float(jax.jit(loss_fn)(params, rest, monitor))
+  jitted_loss = jax.jit(loss_fn)
+  monitor_loss = lambda params: float(jitted_loss(params, rest, monitor))
   before = monitor_loss(params)
   rng = np.random.default_rng(seed)
   start, losses = time.time(), []
