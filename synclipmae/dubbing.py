@@ -187,22 +187,33 @@ def dub_frames(pretrained, frames: np.ndarray, face_masks: np.ndarray | None, mo
 # Fine-tuning the decoder for dubbing.
 
 
-def with_conditioning_paths(pretrained):
+def with_conditioning_paths(pretrained, decoder_size: tuple[int, int, int] | None = None):
   """`pretrained` with decoder.cond_broadcast and decoder.cond_modulation switched on (a new `Pretrained`; the same
-  weights, the new layers zero-initialised so the decoder draws exactly what it drew before)."""
+  weights, the new layers zero-initialised so the decoder draws exactly what it drew before).
+
+  decoder_size (width, depth, heads): a new decoder of that size instead, freshly initialised (the encoders keep
+  their weights): for when the pretrained decoder is too small to draw a mouth from its driving token."""
   import copy
 
   from synclipmae.inference import Pretrained
   from synclipmae.models.synclipmae import SyncLipMAE
   decoder = pretrained.config.decoder
-  if decoder.get("cond_broadcast", False) and decoder.get("cond_modulation", False):
+  if decoder_size is None and decoder.get("cond_broadcast", False) and decoder.get("cond_modulation", False):
     return pretrained
   info = copy.deepcopy(pretrained.info)
   info["model"]["decoder"].update(cond_broadcast=True, cond_modulation=True)
+  if decoder_size is not None:
+    width, depth, heads = decoder_size
+    if width % heads:
+      raise ValueError(f"dubbing decoder: width {width} is not a multiple of its {heads} heads")
+    info["model"]["decoder"].update(width=width, depth=depth, num_heads=heads)
   model = SyncLipMAE(ml_collections.ConfigDict(info["model"]), rngs=nnx.Rngs(0))
-  broadcast = model.decoder.cond_broadcast
-  broadcast.kernel.set_value(jnp.zeros_like(broadcast.kernel.get_value()))
-  nnx.update(model, nnx.state(pretrained.model))  # Every weight the pretrained model has; the new ones stay zero.
+  if decoder_size is None:
+    broadcast = model.decoder.cond_broadcast
+    broadcast.kernel.set_value(jnp.zeros_like(broadcast.kernel.get_value()))
+    nnx.update(model, nnx.state(pretrained.model))  # Every weight the pretrained model has; the new ones stay zero.
+  else:
+    nnx.update(model, nnx.state(pretrained.model, nnx.Not(nnx.PathContains("decoder"))))
   return Pretrained(model=model, info=info, path=pretrained.path, run_config=pretrained.run_config)
 
 

@@ -92,3 +92,18 @@ def trained_run(tmp_path_factory):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   return {"corpus": corpus, "workdir": workdir, "export": export}
+
+
+@pytest.fixture(scope="session")
+def dub_model(trained_run, tmp_path_factory):
+  """The trained run's export with its decoder fine-tuned for dubbing (60 steps: enough to exercise everything;
+  tests/test_dubbing.py and the notebooks)."""
+  import subprocess
+  import sys
+  out = tmp_path_factory.mktemp("dub") / "model"
+  result = subprocess.run([sys.executable, "-m", "synclipmae.cli", "finetune-dub", f"--model={trained_run['export']}",
+                           f"--out={out}", "--max_clips=12", "--steps=60", "--batch_size=32"],
+                          cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+  return out

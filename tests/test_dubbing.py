@@ -41,17 +41,6 @@ def test_region_grows_the_mouth_box_and_every_frame_keeps_the_same_visible_patch
     dubbing.region_masks(np.zeros((2, 64, 64), bool), where="clip c7")
 
 
-@pytest.fixture(scope="module")
-def dub_model(trained_run, tmp_path_factory):
-  """The test run's export with its decoder fine-tuned for dubbing (a few steps: enough to exercise everything)."""
-  out = tmp_path_factory.mktemp("dub") / "model"
-  result = subprocess.run([sys.executable, "-m", "synclipmae.cli", "finetune-dub", f"--model={trained_run['export']}",
-                           f"--out={out}", "--max_clips=12", "--steps=60", "--batch_size=32"], cwd=REPO,
-                          capture_output=True, text=True, timeout=900)
-  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-  return out
-
-
 def test_finetune_moves_only_the_decoder_towards_the_truth(trained_run, dub_model):
   base, tuned = inference.load_pretrained(trained_run["export"]), inference.load_pretrained(dub_model)
   info = tuned.info["dubbing"]

@@ -34,8 +34,9 @@ def kernel_manager(tmp_path: Path) -> KernelManager:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, trained_run, tmp_path, monkeypatch):
-  for name, value in {"SYNCLIPMAE_MODEL": trained_run["export"], "SYNCLIPMAE_WORKDIR": trained_run["workdir"],
+def test_notebook_runs(path, trained_run, dub_model, tmp_path, monkeypatch):
+  for name, value in {"SYNCLIPMAE_MODEL": trained_run["export"], "SYNCLIPMAE_DUB_MODEL": dub_model,
+                      "SYNCLIPMAE_WORKDIR": trained_run["workdir"],
                       "SYNCLIPMAE_DATA": trained_run["corpus"], "MPLBACKEND": INLINE_BACKEND}.items():
     monkeypatch.setenv(name, str(value))  # The kernel inherits this process's environment.
   notebook = nbformat.read(path, as_version=4)

@@ -238,3 +238,32 @@ def test_identity_decorrelation_term_pairs_z_id_with_each_motion_token(synthetic
   np.testing.assert_allclose(metrics["loss_xcov_id"], expected, rtol=1e-4)
   assert abs(float(expected) - float(all_pairs)) > 1e-4
   np.testing.assert_allclose(metrics["loss"] - without["loss"], 2.0 * metrics["loss_xcov_id"], rtol=1e-4)
+
+
+def test_a_damaged_newest_checkpoint_is_named_and_resuming_falls_back(synthetic_corpus, tmp_path):
+  from test_checkpoint import array_file, damage
+  workdir = tmp_path / "run"
+  _run(_cli(workdir, synthetic_corpus))  # Checkpoints at steps 4, 8 and 12.
+  victim = array_file(workdir / "checkpoints" / "12")
+  damage(victim, "truncate")
+
+  # Export and evaluation name the step and the file in one line, and touch nothing.
+  result = subprocess.run([sys.executable, "-m", "synclipmae.cli", "export", f"--workdir={workdir}",
+                           f"--out={tmp_path / 'export'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert "checkpoint step 12 is damaged" in result.stderr and victim in result.stderr
+  assert "older checkpoints: 4, 8" in result.stderr
+  assert not (tmp_path / "export").exists()
+
+  # Resuming skips it in one line, continues from step 8 and keeps the good checkpoints.
+  resumed = _run(_cli(workdir, synthetic_corpus, "--config.train.num_steps=14"))
+  assert f"skipping checkpoint step 12: {victim}" in resumed.stdout
+  assert "at step 8" in resumed.stdout
+  assert checkpoint.Checkpoints(workdir / "checkpoints").all_steps() == [8, 12, 14]
+  assert (workdir / "damaged_checkpoints" / "12").is_dir()
+  step, params = _params(workdir)
+  assert step == 14
+  # clu's overview of the run's tensors, written at start-up: its total is the trained parameter count.
+  overview = (workdir / "parameters.txt").read_text()
+  total = sum(int(np.size(x)) for x in jax.tree.leaves(params))
+  assert f"Total: {total:,}" in overview or f"Total: {total}" in overview, overview[-400:]

@@ -5,6 +5,9 @@ can see and hear that the lips follow the speech), pretrains the `mu` variant on
 resuming if WORKDIR/mu holds checkpoints), evaluates zero-shot audio-visual sync and the factor probes on the
 validation identities (where recipes are chosen), then sync once on the test identities ("heldout", written to
 WORKDIR/mu/test/), and exports the model to WORKDIR/export (`synclipmae.load_pretrained`, `synclipmae sync`).
+Last, every downstream family once, in cheap versions (the full evaluations are commands, BENCHMARKS.md): linear
+probes (WORKDIR/probes), a lip-reading head on z_voc (WORKDIR/vsr), a decoder fine-tuned for dubbing
+(WORKDIR/dub_model) and a dub of a test identity with another's audio beside its truth (WORKDIR/dub).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ def define_flags() -> None:
   flags.DEFINE_integer("seed", 0, "Corpus seed.")
   flags.DEFINE_integer("num_workers", None, "Corpus worker processes (default: one per CPU).")
   flags.DEFINE_bool("pretrain", True, "Pretrain `mu` and evaluate sync after generating the corpus.")
+  flags.DEFINE_bool("downstream", True, "After the export: probes, lip reading and dubbing, cheaply.")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -56,6 +60,8 @@ def main(argv: Sequence[str]) -> None:
     print(f"\nexported for downstream use ({size:.1f} MB): {os.path.abspath(out)}\n"
           f"  synclipmae sync --model={out} VIDEO.mp4        # zero-shot AV sync of any video\n"
           f"  python: synclipmae.load_pretrained({str(out)!r})")
+    if f.downstream:
+      _downstream(str(out), data, f.workdir)
   print(f"\ndemo finished in {time.time() - start:.0f} s")
 
 
@@ -72,3 +78,45 @@ def _report_test_split(config, run: str) -> None:
   by_k = result["accuracy_by_context"]
   print(f"zero-shot sync accuracy on the test identities (heldout): {by_k['1']:.1%} / {result['accuracy']:.1%} / "
         f"{by_k['15']:.1%} at K=1 / 5 / 15 (chance {result['chance_accuracy']:.1%}): {written['json']}")
+
+
+# Cheap versions of the downstream evaluations: enough clips and steps to show each family working end to end in
+# about three minutes of CPU; their numbers are not the ones BENCHMARKS.md reports (full data, longer training).
+DEMO_PROBE_CLIPS = 48
+DEMO_VSR = dict(max_clips=64, steps=300, batch_size=16)
+DEMO_DUB = dict(max_clips=32, steps=300, batch_size=32)
+DEMO_DUB_PAIRS = 2
+
+
+def _downstream(model: str, data: str, workdir: str) -> None:
+  """Probes, a lip-reading head and a dub (issue 14's families), each through the command's own code."""
+  from synclipmae.commands.finetune_dub import finetune_dub
+  from synclipmae.commands.train_vsr import train_vsr
+  from synclipmae.data.corpus import Corpus
+  from synclipmae.eval import dubbing, probes, vsr
+  from synclipmae.inference import load_pretrained
+  quiet = lambda *args: None
+  start, corpus = time.time(), Corpus(data)
+  pretrained = load_pretrained(model)
+  print("\nlinear probes (frozen tokens; held-out identities for expression, unseen clips for speaker) ...")
+  for labels, tokens, splits, pool in ((["expression"], "z_amb,z_voc", ("train", "heldout"), "mean"),
+                                       (["speaker"], "z_id", ("heldout", "heldout"), "frame")):
+    result = probes.evaluate(pretrained, corpus, labels, tokens=tokens, train_split=splits[0], test_split=splits[1],
+                             pool=pool, max_clips=DEMO_PROBE_CLIPS)
+    written = probes.write_results(result, os.path.join(workdir, "probes"))
+    print(probes.format_results(result) + f"\n  {', '.join(written.values())}")
+  print(f"\nlip reading: a CTC head on z_voc, {DEMO_VSR['steps']} steps ...")
+  vsr_dir = os.path.join(workdir, "vsr")
+  result = train_vsr(model, vsr_dir, eval_split="heldout", log=quiet, **DEMO_VSR)
+  print(f"{vsr.format_evaluation(result)}\n  {os.path.abspath(vsr_dir)}")
+  print(f"\ndubbing: the decoder fine-tuned to draw the mouth region, {DEMO_DUB['steps']} steps ...")
+  dub_model = finetune_dub(model, os.path.join(workdir, "dub_model"), data=data, overwrite=True, log=quiet,
+                           **DEMO_DUB)
+  out = os.path.join(workdir, "dub")
+  result = dubbing.evaluate(load_pretrained(dub_model), corpus, "heldout", num_pairs=DEMO_DUB_PAIRS, num_videos=1,
+                            videos_dir=out, log=quiet)
+  written = dubbing.write_results(result, out)
+  print(f"{dubbing.format_summary(result)}\n  dub of a test identity with another's audio (target | audio-driven | "
+        f"video-driven | truth): {os.path.abspath(result['pairs'][0]['side_by_side'])}\n  {written['json']}\n"
+        f"  model: {os.path.abspath(dub_model)}\n"
+        f"downstream done in {time.time() - start:.0f} s (cheap versions; BENCHMARKS.md has the full evaluations)")

@@ -32,6 +32,8 @@ def define_flags() -> None:
                      "conditioning paths of a small decoder (BENCHMARKS.md).")
   flags.DEFINE_float("mouth_weight", 10.0, "Extra weight of the mouth-mask pixels in the pixel loss.")
   flags.DEFINE_float("grow", 0.0, "Grow each mouth-mask bounding box by this fraction of the crop on every side.")
+  flags.DEFINE_string("decoder", None, "WIDTHxDEPTHxHEADS (e.g. 128x2x4): train a new decoder of that size from "
+                      "scratch instead of fine-tuning the pretrained one.")
   flags.DEFINE_integer("seed", 0, "Batch order.")
   flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
 
@@ -39,24 +41,49 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
+  finetune_dub(f.model, f.out, data=f.data, split=f.split, max_clips=f.max_clips, steps=f.steps,
+               batch_size=f.batch_size, learning_rate=f.learning_rate, mouth_weight=f.mouth_weight, grow=f.grow,
+               decoder=f.decoder, seed=f.seed, overwrite=f.overwrite)
+
+
+def decoder_size(spec: str | None) -> tuple[int, int, int] | None:
+  """'WIDTHxDEPTHxHEADS' -> (width, depth, heads); None stays None (fine-tune the pretrained decoder)."""
+  if not spec:
+    return None
+  try:
+    size = tuple(int(x) for x in spec.lower().split("x"))
+  except ValueError:
+    size = ()
+  if len(size) != 3 or min(size) < 1:
+    raise ValueError(f"--decoder={spec!r}: expected WIDTHxDEPTHxHEADS, e.g. 128x2x4")
+  return size
+
+
+def finetune_dub(model: str, out: str, *, data: str | None = None, split: str = "train", max_clips: int | None = None,
+                 steps: int = 1500, batch_size: int = 64, learning_rate: float = 3e-4, mouth_weight: float = 10.0,
+                 grow: float = 0.0, decoder: str | None = None, seed: int = 0, overwrite: bool = False,
+                 log=print) -> str:
+  """The command (module docstring) as a function (`synclipmae demo` calls it); returns the export directory."""
   from synclipmae import dubbing, export
   from synclipmae.commands.eval_factors import default_corpus
   from synclipmae.data.corpus import Corpus
   from synclipmae.inference import load_pretrained
-  if os.path.exists(f.out) and not f.overwrite:
-    raise FileExistsError(f"{f.out} exists; pass --overwrite to replace it")
+  if os.path.exists(out) and not overwrite:
+    raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
   start = time.time()
-  pretrained = dubbing.with_conditioning_paths(load_pretrained(f.model))
-  data = f.data or default_corpus(pretrained)
-  training = dubbing.training_set(pretrained, Corpus(data), f.split, max_clips=f.max_clips, grow=f.grow)
-  print(f"{len(training.frames)} frames of {training.clip[-1] + 1} clips ({f.split}) ready in "
-        f"{time.time() - start:.0f} s; fine-tuning the decoder for {f.steps} steps")
-  summary = dubbing.finetune(pretrained, training, steps=f.steps, batch_size=f.batch_size,
-                             learning_rate=f.learning_rate, mouth_weight=f.mouth_weight, seed=f.seed)
+  pretrained = dubbing.with_conditioning_paths(load_pretrained(model), decoder_size(decoder))
+  data = data or default_corpus(pretrained)
+  training = dubbing.training_set(pretrained, Corpus(data), split, max_clips=max_clips, grow=grow, log=log)
+  log(f"{len(training.frames)} frames of {training.clip[-1] + 1} clips ({split}) ready in "
+      f"{time.time() - start:.0f} s; fine-tuning the decoder for {steps} steps")
+  summary = dubbing.finetune(pretrained, training, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                             mouth_weight=mouth_weight, seed=seed, log=log)
   info = copy.deepcopy(pretrained.info)
-  info["dubbing"] = {**summary, "base_model": os.path.abspath(f.model), "corpus": os.path.abspath(data),
-                     "split": f.split, "num_frames": len(training.frames)}
-  out = export.write_export(pretrained.model, info, f.out, overwrite=f.overwrite)
-  print(f"dubbing model written in {time.time() - start:.0f} s: {os.path.abspath(out)}\n"
-        f"  synclipmae dub --model={out} --video=TARGET.mp4 --audio=NEW.wav --out=DUB.mp4\n"
-        f"  synclipmae eval-dub --model={out} --split=validation")
+  info["dubbing"] = {**summary, "decoder": decoder or "pretrained (fine-tuned)",
+                     "base_model": os.path.abspath(model), "corpus": os.path.abspath(data),
+                     "split": split, "num_frames": len(training.frames)}
+  written = export.write_export(pretrained.model, info, out, overwrite=overwrite)
+  log(f"dubbing model written in {time.time() - start:.0f} s: {os.path.abspath(written)}\n"
+      f"  synclipmae dub --model={written} --video=TARGET.mp4 --audio=NEW.wav --out=DUB.mp4\n"
+      f"  synclipmae eval-dub --model={written} --split=validation")
+  return str(written)

@@ -40,24 +40,36 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
+  train_vsr(f.model, f.out or os.path.join(f.model, f"vsr_{f.inputs}"), inputs=f.inputs, data=f.data,
+            transcripts=f.transcripts, train_split=f.train_split, eval_split=f.eval_split, max_clips=f.max_clips,
+            steps=f.steps, batch_size=f.batch_size, width=f.width, depth=f.depth, learning_rate=f.learning_rate,
+            seed=f.seed)
+
+
+def train_vsr(model: str, out: str, *, inputs: str = "z_voc", data: str | None = None, transcripts: str | None = None,
+              train_split: str = "train", eval_split: str = "validation", max_clips: int | None = None,
+              steps: int = 2000, batch_size: int = 32, width: int = 128, depth: int = 2,
+              learning_rate: float = 1e-3, seed: int = 0, log=print) -> dict:
+  """The command (module docstring) as a function (`synclipmae demo` calls it); returns the evaluation."""
   from synclipmae.commands.eval_factors import default_corpus
   from synclipmae.data.corpus import Corpus
   from synclipmae.eval import vsr
   from synclipmae.inference import load_pretrained
-  transcripts = vsr.read_transcripts(f.transcripts) if f.transcripts else None
-  pretrained = load_pretrained(f.model)
-  data = f.data or default_corpus(pretrained)
+  texts = vsr.read_transcripts(transcripts) if transcripts else None
+  pretrained = load_pretrained(model)
+  data = data or default_corpus(pretrained)
   corpus = Corpus(data)
-  out = f.out or os.path.join(f.model, f"vsr_{f.inputs}")
-  train = vsr.collect(pretrained, corpus, f.train_split, f.inputs, transcripts, f.max_clips)
-  held = vsr.collect(pretrained, corpus, f.eval_split, f.inputs, transcripts, f.max_clips)
-  print(f"{len(train.clip_ids)} training clips, {len(held.clip_ids)} on {f.eval_split}; inputs {f.inputs} "
-        f"({train.features[0].shape[-1]} per frame)")
-  trained = vsr.train(train, width=f.width, depth=f.depth, steps=f.steps, batch_size=f.batch_size,
-                      learning_rate=f.learning_rate, seed=f.seed, viseme_names=corpus.label_vocab.get("viseme"))
-  trained.info.update({"inputs": f.inputs, "model": os.path.abspath(f.model), "corpus": os.path.abspath(data),
-                       "train_split": f.train_split, "transcripts": f.transcripts})
+  train = vsr.collect(pretrained, corpus, train_split, inputs, texts, max_clips)
+  held = vsr.collect(pretrained, corpus, eval_split, inputs, texts, max_clips)
+  log(f"{len(train.clip_ids)} training clips, {len(held.clip_ids)} on {eval_split}; inputs {inputs} "
+      f"({train.features[0].shape[-1]} per frame)")
+  trained = vsr.train(train, width=width, depth=depth, steps=steps, batch_size=batch_size,
+                      learning_rate=learning_rate, seed=seed, viseme_names=corpus.label_vocab.get("viseme"), log=log)
+  trained.info.update({"inputs": inputs, "model": os.path.abspath(model), "corpus": os.path.abspath(data),
+                       "train_split": train_split, "transcripts": transcripts})
   vsr.save(trained, out)
-  written = vsr.write_evaluation(trained, held, f.eval_split, out)
-  print(vsr.format_evaluation(json.load(open(written))))
-  print(f"  head: {out}\n  evaluation: {written}")
+  written = vsr.write_evaluation(trained, held, eval_split, out)
+  result = json.load(open(written))
+  log(vsr.format_evaluation(result))
+  log(f"  head: {out}\n  evaluation: {written}")
+  return result

@@ -45,6 +45,22 @@ def plan(corpus, split: str, num_pairs: int, seed: int = 0) -> list[dict[str, in
   return [{"a": int(a), "b": int(rng.choice(np.flatnonzero(speakers != speakers[a])))} for a in targets[:num_pairs]]
 
 
+def read_pair(corpus, split: str, pair: dict[str, int], spec=None) -> dict[str, Any]:
+  """A dubbing case of `plan`: clip A ("a") and B ("b"), T = the shorter's length ("num_frames"), A's first T frames
+  uint8 [T, S, S, 3] with their face / mouth masks, the truth (the renderer's A with B's mouth track) [T, S, S, 3],
+  the region scored (the truth's mouth mask or A's) [T, S, S], and B's audio for those frames (float32)."""
+  from data_pipelines.synthetic import clips as clips_lib
+  spec = swaps._spec(corpus) if spec is None else spec
+  a, b = corpus.read(split, pair["a"]), corpus.read(split, pair["b"])
+  t = min(a.num_frames, b.num_frames)
+  mouth = a.mouth_masks[:t]
+  truth = clips_lib.render_factors(spec, a.metadata["identity_vector"], np.asarray(b.labels["mouth"])[:t],
+                                   {k: np.asarray(a.labels[k])[:t] for k in clips_lib.AMBIENT_LABELS})
+  return {"a": a, "b": b, "num_frames": t, "frames": a.decode_frames()[:t], "face_masks": a.face_masks[:t],
+          "mouth_masks": mouth, "truth": truth["frames"][:t], "region": truth["mouth_mask"][:t] | mouth,
+          "audio": b.audio_float()[:t * inference.SAMPLES_PER_FRAME]}
+
+
 def region_ssim(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
   """Mean SSIM (scikit-image, 7x7 windows) of frames [T, S, S, 3] in [0, 1] over the pixels of region [T, S, S]."""
   from skimage.metrics import structural_similarity
@@ -87,21 +103,14 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, num_pairs: int = 32,
   """Dubs `num_pairs` pairs both ways and scores them (module docstring); writes side-by-side mp4s of the first
   `num_videos` pairs into `videos_dir` when given. Returns the summary and the per-pair rows."""
   from data_pipelines import media
-  from data_pipelines.synthetic import clips as clips_lib
   spec = swaps._spec(corpus)
   pairs = plan(corpus, split, num_pairs, seed)
   rows = []
   with tempfile.TemporaryDirectory() as scratch:
     for n, pair in enumerate(pairs):
-      a, b = corpus.read(split, pair["a"]), corpus.read(split, pair["b"])
-      t = min(a.num_frames, b.num_frames)
-      frames = a.decode_frames()[:t]
-      face, mouth = a.face_masks[:t], a.mouth_masks[:t]
-      truth = clips_lib.render_factors(spec, a.metadata["identity_vector"], np.asarray(b.labels["mouth"])[:t],
-                                       {k: np.asarray(a.labels[k])[:t] for k in clips_lib.AMBIENT_LABELS})
-      truth_frames = truth["frames"][:t]
-      region = truth["mouth_mask"][:t] | mouth
-      audio = b.audio_float()[:t * inference.SAMPLES_PER_FRAME]
+      case = read_pair(corpus, split, pair, spec)
+      a, b, t, frames, face, mouth = (case[k] for k in ("a", "b", "num_frames", "frames", "face_masks", "mouth_masks"))
+      truth_frames, region, audio = case["truth"], case["region"], case["audio"]
       target = pretrained.encode_frames(frames, face, mouth)
       driver = pretrained.encode_clip(b, ("z_voc", "audio"))
       as_float = lambda x: np.asarray(x, np.float32) / 255
@@ -128,6 +137,7 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, num_pairs: int = 32,
       if videos_dir is not None and n < num_videos:
         path = os.path.join(videos_dir, f"dub_{n:02d}_{a.clip_id}_with_{b.clip_id}.mp4")
         media.write_mp4(path, side_by_side([frames, dubs["audio"], dubs["video"], truth_frames]), audio)
+        row["side_by_side"] = path
       if log:
         log(f"pair {n + 1}/{len(pairs)} {a.clip_id} <- {b.clip_id}: mouth PSNR audio {row['audio']['mouth_psnr']:.2f}"
             f" / video {row['video']['mouth_psnr']:.2f} / undubbed {row['undubbed']['mouth_psnr']:.2f} dB; offsets "

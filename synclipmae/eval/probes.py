@@ -402,9 +402,33 @@ def format_results(result: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def draw(ax, result: Mapping[str, Any], group: str, name: str) -> None:
+  """One probe of `evaluate`'s result on a matplotlib axis: the confusion matrix (rows: truth, normalised per row,
+  with counts) for classes, the AUC per label for multi-label targets, R^2 per column for continuous ones."""
+  p = result["probes"][group][name]
+  if p["kind"] == "class":
+    confusion = np.asarray(p["confusion"], float)
+    ax.imshow(confusion / np.maximum(confusion.sum(1, keepdims=True), 1), vmin=0, vmax=1, cmap="Blues")
+    ticks = range(len(p["classes"]))
+    ax.set_xticks(ticks, p["classes"], rotation=60, fontsize=7)
+    ax.set_yticks(ticks, p["classes"], fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), v in np.ndenumerate(confusion):
+      if v:
+        ax.text(j, i, int(v), ha="center", va="center", fontsize=6)
+  else:
+    bars = dict(enumerate(p["r2_columns"])) if p["kind"] == "regression" else (p["auc_by_label"] or {})
+    ax.bar(range(len(bars)), list(bars.values()))
+    ax.set_xticks(range(len(bars)), [str(k) for k in bars], rotation=60, fontsize=7)
+    ax.set_ylabel("R^2" if p["kind"] == "regression" else "AUC")
+  value = headline(p)
+  ax.set_title(f"{name} from {group} ({result['pool']}): {HEADLINE[p['kind']]} "
+               + ("n/a" if value is None else f"{value:.3f}"), fontsize=8)
+
+
 def write_results(result: Mapping[str, Any], out_dir: str | os.PathLike) -> dict[str, str]:
-  """probe_TOKENS_LABEL.json and .png per probe into `out_dir`: the confusion matrix (rows: truth) for classes,
-  the AUC per label for multi-label targets, R^2 per column for continuous ones."""
+  """probe_TOKENS_LABEL.json and .png (`draw`) per probe into `out_dir`."""
   from matplotlib.figure import Figure
   os.makedirs(out_dir, exist_ok=True)
   written = {}
@@ -415,26 +439,7 @@ def write_results(result: Mapping[str, Any], out_dir: str | os.PathLike) -> dict
       with open(base + ".json", "w") as f:
         json.dump({**common, "tokens": group, "label": name, **p}, f, indent=1)
       fig = Figure(figsize=(5.0, 4.2))
-      ax = fig.subplots()
-      if p["kind"] == "class":
-        confusion = np.asarray(p["confusion"], float)
-        ax.imshow(confusion / np.maximum(confusion.sum(1, keepdims=True), 1), vmin=0, vmax=1, cmap="Blues")
-        ticks = range(len(p["classes"]))
-        ax.set_xticks(ticks, p["classes"], rotation=60, fontsize=7)
-        ax.set_yticks(ticks, p["classes"], fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        for (i, j), v in np.ndenumerate(confusion):
-          if v:
-            ax.text(j, i, int(v), ha="center", va="center", fontsize=6)
-      else:
-        bars = dict(enumerate(p["r2_columns"])) if p["kind"] == "regression" else (p["auc_by_label"] or {})
-        ax.bar(range(len(bars)), list(bars.values()))
-        ax.set_xticks(range(len(bars)), [str(k) for k in bars], rotation=60, fontsize=7)
-        ax.set_ylabel("R^2" if p["kind"] == "regression" else "AUC")
-      value = headline(p)
-      ax.set_title(f"{name} from {group} ({result['pool']}): {HEADLINE[p['kind']]} "
-                   + ("n/a" if value is None else f"{value:.3f}"), fontsize=8)
+      draw(fig.subplots(), result, group, name)
       fig.tight_layout()
       fig.savefig(base + ".png", dpi=110)
       written[f"{group}/{name}"] = base + ".json"

@@ -4,11 +4,19 @@ Saves are asynchronous (training continues while the arrays are written) and ato
 temporary directory and renames it when complete), so a run killed at any moment resumes from the last finished
 checkpoint. The data-iterator state is a small JSON dict snapshotted at save time: grain's `MapDataset` iterators
 advance in lockstep on every process, so the primary process's state describes every process.
+
+A damaged checkpoint (a truncated or missing file: a storage fault, a partial copy from a bucket) is named in one
+line with its step and file (`DamagedCheckpoint`). Resuming (`restore(..., fallback=True)`) skips damaged steps,
+newest first, to the newest one that restores, then moves each skipped step out of the managed directory (to
+RUN/damaged_checkpoints/STEP, kept for inspection): orbax then neither counts it against `keep` — so no good
+checkpoint is deleted to make room for it — nor collides with it when that step is saved again.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from typing import Any
 
 import orbax.checkpoint as ocp
@@ -35,17 +43,68 @@ class Checkpoints:
       items["data"] = ocp.args.JsonSave(data_state)
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-  def restore(self, abstract_state: Any, step: int | None = None, with_data: bool = True
-              ) -> tuple[Any, dict[str, Any] | None]:
-    """Restores onto `abstract_state` (shapes, dtypes and shardings); returns (state, data_state)."""
-    step = self.latest_step() if step is None else step
-    if step is None:
+  def restore(self, abstract_state: Any, step: int | None = None, with_data: bool = True, fallback: bool = False,
+              log=print) -> tuple[Any, dict[str, Any] | None]:
+    """Restores onto `abstract_state` (shapes, dtypes and shardings); returns (state, data_state).
+
+    step None: the newest. fallback (resuming a run): damaged newer steps are skipped to the newest one that
+    restores, and only then, each said in one line, moved aside (module docstring); if none restores (say, a config
+    that no longer matches), nothing is moved. Without fallback a damaged step raises `DamagedCheckpoint`."""
+    steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
+    if not steps:
       raise FileNotFoundError(f"{self.directory}: no checkpoint to restore")
+    failed = []
+    for candidate in steps:
+      try:
+        restored = self._restore(abstract_state, candidate, with_data)
+      except Exception as e:  # orbax / TensorStore raise ValueError, OSError, JSONDecodeError... for damaged files.
+        damage = DamagedCheckpoint(self.directory, candidate, e, [s for s in self.all_steps() if s < candidate])
+        if not fallback or step is not None:
+          raise damage from e
+        failed.append(damage)
+        continue
+      for damage in failed:
+        log(f"skipping checkpoint step {damage.step}: {damage.reason} (moved to {self._set_aside(damage.step)}); "
+            f"resuming from step {candidate}")
+      return restored
+    raise ValueError(f"{self.directory}: no checkpoint restores, none was moved: " + "; ".join(
+        f"step {d.step}: {d.reason}" for d in failed)) from failed[0].error
+
+  def _restore(self, abstract_state: Any, step: int, with_data: bool) -> tuple[Any, dict[str, Any] | None]:
+    self._verify(step)
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if with_data and "data" in (self._manager.item_metadata(step) or {}):
       items["data"] = ocp.args.JsonRestore()
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"], restored.get("data") if "data" in items else None
+
+  def _verify(self, step: int) -> None:
+    """Reads every stored byte of the step's arrays once, synchronously (TensorStore, in parallel): damage is found
+    here, as one error, instead of halfway through orbax's asynchronous restore, whose abandoned reads would print
+    hundreds of tracebacks after it. Costs about one more read of the checkpoint."""
+    import tensorstore as ts
+    path = os.path.join(self.directory, str(step), "state")
+    manifest = os.path.join(path, "manifest.ocdbt")
+    if not os.path.isfile(manifest):
+      raise FileNotFoundError(f"File {manifest} not found.")
+    store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{path}/"}).result()
+    for read in [store.read(key) for key in store.list().result()]:
+      read.result()
+
+  def _set_aside(self, step: int) -> str:
+    """Moves a damaged step out of the managed directory (process 0 of a multi-process run; the others wait)."""
+    import jax
+    target = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints", str(step))
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      if os.path.exists(target):
+        shutil.rmtree(target)  # An older copy of the same step, damaged before: the newer one replaces it.
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"set aside damaged checkpoint {step}")
+    self._manager.reload()
+    return target
 
   def wait(self) -> None:
     """Blocks until any save in flight is on disk."""
@@ -53,6 +112,32 @@ class Checkpoints:
 
   def close(self) -> None:
     self._manager.close()
+
+
+class DamagedCheckpoint(ValueError):
+  """A checkpoint step that does not restore: names the step, the damaged file (as far as the error says) and the
+  steps older than it."""
+
+  def __init__(self, directory: str, step: int, error: BaseException, older_steps: list[int]):
+    self.directory, self.step, self.error = directory, step, error
+    self.file, self.reason = damaged_file(error, os.path.join(directory, str(step)))
+    older = (f"; older checkpoints: {', '.join(map(str, older_steps))} (choose one with --step / step=)"
+             if older_steps else "")
+    super().__init__(f"{directory}: checkpoint step {step} is damaged: {self.reason}{older}")
+
+
+def damaged_file(error: BaseException, step_dir: str) -> tuple[str, str]:
+  """(file, one-line reason) from a restore error: TensorStore names the file it failed on as `local file "..."`
+  (the last one is the innermost), Python's file errors carry it; else the step directory is all we know."""
+  text = str(error).split(" [tensorstore_spec")[0].strip()
+  files = re.findall(r'local file "([^"]+)"', text) or re.findall(r"File (\S+) not found", text)
+  if getattr(error, "filename", None):
+    files.append(str(error.filename))
+  where = files[-1] if files else step_dir
+  detail = text.rsplit(where, 1)[-1].strip(' ":.') if files else text
+  if not detail:
+    detail = text.split(":", 1)[0]  # TensorStore's status, e.g. NOT_FOUND.
+  return where, f"{where}: {type(error).__name__}: {detail.splitlines()[0][:300]}"
 
 
 def load_config(workdir: str | os.PathLike):

@@ -131,13 +131,14 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   graphdef, abstract, shardings = abstract_train_state(config, mesh)
   checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
   if checkpoints.latest_step() is not None:
-    state, data_state = checkpoints.restore(abstract)
+    state, data_state = checkpoints.restore(abstract, fallback=True)
     if data_state is not None:
       iterator.set_state(data_state)
     print(f"resumed from {checkpoints.directory} at step {int(state.step)}")
   else:
     state = jax.jit(lambda: init_state(config)[1], out_shardings=shardings)()
     state = _with_pretrained_weights(graphdef, state, config, shardings)
+  _write_parameter_overview(state, workdir)
   step_fn = jit_train_step(graphdef, config, shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh))
 
   stop = {"signal": None}
@@ -186,6 +187,23 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   print(f"trained to step {step} in {time.time() - start:.0f} s")
   return {"state": state, "graphdef": graphdef, "corpus": corpus, "checkpoints": checkpoints.directory,
           "metrics": writer.jsonl_path, "tensorboard": writer.tensorboard_dir}
+
+
+def _write_parameter_overview(state, workdir: str) -> None:
+  """WORKDIR/parameters.txt: every trained and frozen tensor's shape and size (clu's table), and one line here."""
+  from clu import parameter_overview
+  if jax.process_index() != 0:
+    return
+  tables, counts = [], {}
+  for name, tree in (("trained", state.params), ("frozen", state.frozen)):
+    pure = tree.to_pure_dict()
+    counts[name] = parameter_overview.count_parameters(pure) if jax.tree.leaves(pure) else 0
+    tables.append(f"{name} parameters\n" + (parameter_overview.get_parameter_overview(pure, include_stats=False)
+                                            if counts[name] else "(none)"))
+  path = os.path.join(workdir, "parameters.txt")
+  with open(path, "w") as f:
+    f.write("\n\n".join(tables) + "\n")
+  print(f"parameters: {counts['trained']:,} trained, {counts['frozen']:,} frozen ({path})")
 
 
 def _with_pretrained_weights(graphdef: nnx.GraphDef, state: TrainState, config: ml_collections.ConfigDict,
