@@ -4,8 +4,9 @@
         base: lr3e3:optim.lr=3e-3 seed1:seed=1 ...
 
 Each positional argument is NAME[:OVERRIDE,OVERRIDE...] with overrides as `section.key=value` (the same values
-as --config.section.key on the command line). Every run is a plain `synclipmae pretrain` in OUT/NAME (so a rerun
-resumes or skips finished runs) and ends with the sync evaluation; the table reads OUT/NAME/sync_eval.json.
+as --config.section.key on the command line). Every run is a plain `synclipmae pretrain` in OUT/NAME, started by
+experiments/launch.py's local executor (so a rerun resumes or skips finished runs), and ends with the sync
+evaluation; the table reads OUT/NAME/sync_eval.json.
 --parallel runs that many at once: on an accelerator small variants leave most of it idle, so several runs share
 one device (each process takes --mem_fraction of its memory). On a 2-core CPU keep --parallel=1.
 """
@@ -15,9 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import launch  # noqa: E402  (experiments/launch.py: the local executor)
 
 
 def parse_run(spec: str) -> tuple[str, list[str]]:
@@ -52,35 +54,15 @@ def main() -> None:
   if len(set(names)) != len(names):
     sys.exit(f"sweep_sync: run names must be unique, got {names}")
   env = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=str(args.mem_fraction or round(0.9 / args.parallel, 3)))
-  os.makedirs(args.out, exist_ok=True)
-  pending = [(n, o) for n, o in runs if summary(os.path.join(args.out, n)) is None]
-  active: dict[str, tuple[subprocess.Popen, object, float]] = {}  # name -> (process, its log file, start time)
-  failed = {}
-  while pending or active:
-    while pending and len(active) < args.parallel:
-      name, overrides = pending.pop(0)
-      workdir = os.path.join(args.out, name)
-      os.makedirs(workdir, exist_ok=True)
-      cmd = [sys.executable, "-m", "synclipmae.cli", "pretrain", f"--config={root}/configs/pretrain.py:{args.variant}",
-             f"--workdir={workdir}", *(f"--config.{o}" for o in common + overrides)]
-      log = open(os.path.join(workdir, "sweep.log"), "w")
-      print(f"start {name}: {' '.join(cmd[3:])}", flush=True)
-      active[name] = (subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT), log, time.time())
-    time.sleep(2)
-    for name, (proc, log, started) in list(active.items()):
-      if proc.poll() is not None:
-        del active[name]
-        log.close()
-        print(f"done  {name}: exit {proc.returncode} after {time.time() - started:.0f} s", flush=True)
-        if proc.returncode:
-          failed[name] = proc.returncode
-        elif (s := summary(os.path.join(args.out, name))) is not None:
-          print(f"      {name}: {s['accuracy']:.1%} at K=5", flush=True)
+  pending = [launch.WorkUnit(n, tuple(common + o)) for n, o in runs if summary(os.path.join(args.out, n)) is None]
+  status = launch.run_local(pending, f"{root}/configs/pretrain.py:{args.variant}", args.out, parallel=args.parallel,
+                            env=env)
+  failed = {n: c for n, c in status.items() if c}
   print(f"\n{'run':16s} {'K=5':>6s} {'K=1':>6s} {'K=15':>6s} {'LSE-C':>6s}  overrides")
   for name, overrides in runs:
     s = summary(os.path.join(args.out, name))
     if s is None:
-      print(f"{name:16s} failed (exit {failed.get(name)}; see {os.path.join(args.out, name, 'sweep.log')})")
+      print(f"{name:16s} failed (exit {failed.get(name)}; see {os.path.join(args.out, name, 'launch.log')})")
       continue
     fmt = lambda v: "   -  " if v is None else f"{v:6.1%}"
     print(f"{name:16s} {fmt(s['accuracy'])} {fmt(s['k1'])} {fmt(s['k15'])} {s['lse_c']:6.3f}  "

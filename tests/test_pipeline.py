@@ -92,6 +92,19 @@ def test_process_shards_are_disjoint_and_complete(tiny_corpus):
   assert sorted(everything) == list(range(24))
 
 
+@pytest.mark.parametrize("identity_pairs", [False, True])
+def test_processes_assemble_the_one_process_batches_row_for_row(tiny_corpus, identity_pairs):
+  # So a run can move between process counts, and 3 processes train exactly as 1 with the same global batch.
+  def batches(index, count):
+    ds = _dataset(tiny_corpus, batch_size=6 // count, process_index=index, process_count=count,
+                  identity_pairs=identity_pairs)
+    return _take(pipeline.make_iterator(ds), 3)
+  one, parts = batches(0, 1), [batches(i, 3) for i in range(3)]
+  for k, expected in enumerate(one):
+    for key in ("clip", "start", "video", "audio", "labels/frame"):
+      np.testing.assert_array_equal(np.concatenate([p[k][key] for p in parts]), expected[key])
+
+
 def test_short_clips_are_left_out(tiny_corpus):
   corpus = corpus_lib.Corpus(tiny_corpus)
   lengths = np.array([e["num_frames"] for e in corpus.manifest("train")])

@@ -21,7 +21,10 @@ def define_flags() -> None:
                       required=True)
   flags.DEFINE_bool("eval", True, "Run the zero-shot sync evaluation after training.")
   flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host; auto-detected on "
-                    "TPU pods and Slurm, or set JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).")
+                    "TPU pods and Slurm, or give --coordinator, --num_processes and --process_id).")
+  flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0 (with --distributed).")
+  flags.DEFINE_integer("num_processes", None, "Processes in the job (with --distributed).")
+  flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
 
 
 def train_and_evaluate(config, workdir: str, evaluate: bool = True) -> dict[str, str]:
@@ -79,6 +82,18 @@ def main(argv: Sequence[str]) -> None:
   if f.config is None:
     raise flags.ValidationError("--config is required, e.g. --config=configs/pretrain.py:mu")
   if f.distributed:
-    import jax
-    jax.distributed.initialize()
+    initialize_distributed(f.coordinator, f.num_processes, f.process_id)
+  elif f.coordinator or f.num_processes or f.process_id is not None:
+    raise flags.ValidationError("--coordinator / --num_processes / --process_id need --distributed")
   train_and_evaluate(f.config, f.workdir, f.eval)
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """jax.distributed.initialize, with gloo collectives so that CPU processes can form one job too (DESIGN.md
+  section 4: two processes on loopback test the multi-host paths for real; accelerators ignore the setting)."""
+  import jax
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+  print(f"process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} local devices, "
+        f"{jax.device_count()} in all")

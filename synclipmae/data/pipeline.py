@@ -1,7 +1,7 @@
 """The Grain input pipeline: clip records -> batches of T-frame windows with their aligned audio.
 
-    source -> (shuffle, reshuffled every epoch) -> repeat -> this process's slice -> sample a window of T
-    consecutive frames + the audio under them -> decode -> masks (pixel and per-patch) -> batch
+    source -> (shuffle, reshuffled every epoch) -> repeat -> sample a window of T consecutive frames + the audio
+    under them -> this process's rows -> decode -> masks (pixel and per-patch) -> batch
 
 Everything is a `grain.MapDataset`, so an element is a pure function of (seed, position): the pipeline is
 deterministic, its iterator state is one small dict (saved with the model checkpoints), and worker processes
@@ -13,9 +13,11 @@ Identity pairs (`identity_pairs`): each element is two windows of the same speak
 identity, but not the clip's expression, head motion or speech. A speaker with one clip pairs it with itself
 (another window).
 
-Multi-host: the global order is shuffled identically on every process and process `i` of `n` takes positions
-i, i+n, i+2n, ..., so one epoch is split across processes disjointly and completely; each process yields its own
-`batch_size` (the per-process batch) and the trainer assembles the global array.
+Multi-host: the global order is shuffled identically on every process; global batch k is positions
+[kB, (k+1)B) of it (B = n x `batch_size`, the per-process batch) and process `i` of `n` takes rows
+[i x batch_size, (i+1) x batch_size) of each (`ProcessRows`), so one epoch is split across processes disjointly and
+completely, and the trainer assembles global batches that are the same, row for row and window for window (the
+window is drawn from the global position), whatever the number of processes: a run can resume on another count.
 """
 
 from __future__ import annotations
@@ -186,15 +188,39 @@ def make_dataset(corpus: Corpus | str, split: str, *, batch_size: int, num_frame
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs)
-  ds = ds.slice(slice(process_index, None, process_count))
   loader = WindowLoader(num_frames=num_frames, speakers=tuple(corpus.speakers), patch_size=patch_size,
                         audio_margin_frames=audio_margin_frames, labels=tuple(labels),
                         random_window=random_window, where=f"{corpus.directory}/{split} record")
   if identity_pairs:
     ds = ds.random_map(PairLoader(loader, subset, _same_speaker_partners(entries, eligible)), seed=seed)
+    ds = ProcessRows(ds, process_index, process_count, batch_size // 2)
     return ds.batch(batch_size // 2, drop_remainder=drop_remainder).map(_flatten_pairs)
-  ds = ds.random_map(loader, seed=seed)
+  ds = ProcessRows(ds.random_map(loader, seed=seed), process_index, process_count, batch_size)
   return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+
+class ProcessRows(grain.MapDataset):
+  """Process `index` of `count`'s `rows` consecutive elements of every global batch of `count` x `rows` elements.
+
+  Grain's `slice(index, None, count)` would interleave the processes' rows, so a global batch would be ordered
+  differently with 2 processes than with 1 (and per-row randomness would follow the rows). Lazy like every
+  MapDataset: an element the process does not take is never read or decoded."""
+
+  def __init__(self, parent: grain.MapDataset, index: int, count: int, rows: int):
+    super().__init__(parent)
+    self._index, self._count, self._rows = index, count, rows
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._count
+
+  def __getitem__(self, j):
+    if isinstance(j, slice):
+      return self.slice(j)
+    batch, row = divmod(j, self._rows)
+    return self._parent[(batch * self._count + self._index) * self._rows + row]
+
+  def __str__(self) -> str:
+    return f"ProcessRows(process {self._index} of {self._count}, {self._rows} rows of each global batch)"
 
 
 def make_iterator(dataset: grain.MapDataset, *, num_workers: int = 0, num_threads: int = 2,
