@@ -51,6 +51,9 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
       # Computation dtype of every layer ("float32" | "bfloat16"); parameters, optimiser state, losses and the
       # log-mel front end stay float32.
       "dtype": "float32",
+      # Recompute each encoder / decoder block's activations in the backward pass instead of storing them
+      # (nnx.remat): less activation memory for more compute (experiments/memory_plan.py measures the trade).
+      "remat": False,
       "patch_size": patch,
       "prompt_dim": prompt,  # Width of z_id, z_voc, z_amb and the audio tokens.
       "encoder": {"width": width, "depth": depth, "num_heads": heads, "mlp_ratio": mlp_ratio,

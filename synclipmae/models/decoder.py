@@ -45,6 +45,7 @@ class Decoder(nnx.Module):
     self.blocks = nnx.List([vit.CrossBlock(d.width, d.num_heads, d.mlp_ratio, rngs=rngs, dtype=dtype)
                             for _ in range(d.depth)])
     self.norm = vit.layer_norm(d.width, rngs=rngs, dtype=dtype)
+    self.remat = bool(cfg.get("remat", False))
     self.head = vit.dense(d.width, cfg.patch_size ** 2 * 3, rngs=rngs, dtype=dtype)
     self.stats_head = vit.dense(d.width, 2, rngs=rngs, dtype=dtype) if d.get("patch_stats", False) else None
     self.cond_broadcast = (vit.dense(len(COND_SLOTS) * cfg.prompt_dim, d.width, rngs=rngs, dtype=dtype)
@@ -77,9 +78,7 @@ class Decoder(nnx.Module):
       c = ((c - c.mean(-1, keepdims=True)) * jax.lax.rsqrt(c.var(-1, keepdims=True) + 1e-6)).reshape(m, -1)
     if self.cond_broadcast is not None:  # The whole conditioning at every position.
       tokens = tokens + self.cond_broadcast(c.astype(self.dtype))[:, None]
-    for block in self.blocks:
-      tokens = block(tokens, context)
-    tokens = self.norm(tokens)
+    tokens = self.norm(vit.run_blocks(self.blocks, tokens, context, remat=self.remat))
     if self.cond_modulation is not None:  # out_p = head(LN(x_p) * (1 + scale(c)) + shift(c)): bilinear in (p, c).
       scale, shift = jnp.split(self.cond_modulation(c.astype(self.dtype))[:, None], 2, axis=-1)
       tokens = tokens * (1 + scale) + shift

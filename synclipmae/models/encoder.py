@@ -66,6 +66,7 @@ class FrameEncoder(nnx.Module):
     self.blocks = nnx.List([vit.Block(e.width, e.num_heads, e.mlp_ratio, rngs=rngs, dtype=dtype)
                             for _ in range(e.depth)])
     self.norm = vit.layer_norm(e.width, rngs=rngs, dtype=dtype)
+    self.remat = bool(cfg.get("remat", False))
     self.head_id = FactorHead(e.width, cfg.prompt_dim, rngs=rngs, dtype=dtype)
     self.head_voc = FactorHead(e.width, cfg.prompt_dim, rngs=rngs, dtype=dtype)
     self.head_amb = FactorHead(e.width, cfg.prompt_dim, rngs=rngs, dtype=dtype)
@@ -124,9 +125,7 @@ class FrameEncoder(nnx.Module):
         private = jnp.concatenate([jnp.zeros((n, 1), bool), private], axis=1)
     x = jnp.concatenate(tokens, axis=1)
     mask = None if private is None else private[:, :, None] | ~private[:, None, :]  # [N, query, key]
-    for block in self.blocks:
-      x = block(x, mask)
-    x = self.norm(x)
+    x = self.norm(vit.run_blocks(self.blocks, x, mask, remat=self.remat))
     return (x[:, 1:], x[:, 0]) if self.cls_token is not None else (x, None)
 
   def backbone(self, frames: jax.Array, keep: jax.Array | None = None) -> dict[str, jax.Array]:

@@ -120,6 +120,17 @@ class Mlp(nnx.Module):
     return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
 
 
+def run_blocks(blocks, x: jax.Array, *args, remat: bool = False) -> jax.Array:
+  """`x` through each block in turn. remat: each block's activations are recomputed in the backward pass instead
+  of stored (`nnx.remat`): activation memory of one block instead of all, for about a third more compute."""
+  call = lambda block, x, *args: block(x, *args)
+  if remat:
+    call = nnx.remat(call)
+  for block in blocks:
+    x = call(block, x, *args)
+  return x
+
+
 class Block(nnx.Module):
   """Pre-LN transformer block: x + attn(LN(x)), then x + mlp(LN(x))."""
 
