@@ -35,17 +35,12 @@ def parse_mesh(spec: str) -> tuple[int, int]:
 
 
 def abstract_batch(config, sharding):
-  """ShapeDtypeStructs of the global batch the train step reads (the Grain pipeline's keys and dtypes)."""
+  """ShapeDtypeStructs of the global batch the train step reads (`pipeline.batch_spec`)."""
   import jax
-  import jax.numpy as jnp
-  b, t, s, p = config.data.batch_size, config.data.num_frames, config.model.image_size, config.model.patch_size
-  spf = int(round(config.model.audio.sample_rate / config.model.audio.fps))
-  patches = (s // p) ** 2
-  margin = config.model.audio.margin_frames
-  shapes = {"video": ((b, t, s, s, 3), jnp.uint8), "audio": ((b, (t + 2 * margin) * spf), jnp.float32),
-            "face_patches": ((b, t, patches), jnp.float32), "mouth_patches": ((b, t, patches), jnp.float32),
-            "clip": ((b,), jnp.int32), "start": ((b,), jnp.int32)}
-  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for k, (shape, dtype) in shapes.items()}
+
+  from synclipmae.data import pipeline
+  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+          for k, (shape, dtype) in pipeline.batch_spec(config).items()}
 
 
 def _per_device_bytes(tree) -> int:

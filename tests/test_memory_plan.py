@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(REPO, "experiments"))
 import memory_plan  # noqa: E402
 
 
-def test_abstract_batch_is_what_the_pipeline_yields(synthetic_corpus):
+def test_batch_spec_is_what_the_pipeline_yields(synthetic_corpus):
   config = small_config(synthetic_corpus)
   real = _first_batch(config)
   for key, spec in memory_plan.abstract_batch(config, None).items():

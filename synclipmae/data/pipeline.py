@@ -199,6 +199,19 @@ def make_dataset(corpus: Corpus | str, split: str, *, batch_size: int, num_frame
   return ds.batch(batch_size, drop_remainder=drop_remainder)
 
 
+def batch_spec(config) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """(shape, dtype) of each global-batch array the train step reads, for a pretraining config: what
+  `make_dataset` yields, for planning memory and benchmarking speed without a corpus of that image size."""
+  b, t, s, p = config.data.batch_size, config.data.num_frames, config.model.image_size, config.model.patch_size
+  samples = int(round(config.model.audio.sample_rate / config.model.audio.fps)) * (
+      t + 2 * config.model.audio.margin_frames)
+  patches = (s // p) ** 2
+  return {"video": ((b, t, s, s, 3), np.dtype(np.uint8)), "audio": ((b, samples), np.dtype(np.float32)),
+          "face_patches": ((b, t, patches), np.dtype(np.float32)),
+          "mouth_patches": ((b, t, patches), np.dtype(np.float32)),
+          "clip": ((b,), np.dtype(np.int32)), "start": ((b,), np.dtype(np.int32))}
+
+
 class ProcessRows(grain.MapDataset):
   """Process `index` of `count`'s `rows` consecutive elements of every global batch of `count` x `rows` elements.
 
