@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import os
 import shlex
 import socket
@@ -143,6 +144,17 @@ def run_local(units: list[WorkUnit], config: str, workdir: str, *, parallel: int
   return status
 
 
+def summary(directory: str) -> dict | None:
+  """A finished unit's zero-shot sync result (its sync_eval.json), or None."""
+  path = os.path.join(directory, "sync_eval.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    r = json.load(f)
+  by_k = r.get("accuracy_by_context", {})
+  return {"accuracy": r["accuracy"], "k1": by_k.get("1"), "k15": by_k.get("15"), "lse_c": r["lse_c"]}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # tpu_vm: every worker of a TPU VM slice.
 
@@ -221,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = {n: c for n, c in status.items() if c}
     if args.dry_run:
       return 0
+    for unit in units:
+      result = summary(unit_dir(args.workdir, unit))
+      if result:
+        print(f"  {unit.name}: zero-shot sync {result['accuracy']:.1%} at K=5 on the eval split")
     print(f"{len(units) - len(failed)} of {len(units)} units succeeded" +
           (f"; failed: {', '.join(f'{n} (exit {c})' for n, c in failed.items())}" if failed else ""))
     return 1 if failed else 0

@@ -14,7 +14,6 @@ one device (each process takes --mem_fraction of its memory). On a 2-core CPU ke
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -25,16 +24,6 @@ import launch  # noqa: E402  (experiments/launch.py: the local executor)
 def parse_run(spec: str) -> tuple[str, list[str]]:
   name, _, overrides = spec.partition(":")
   return name, [o for o in overrides.split(",") if o]
-
-
-def summary(workdir: str) -> dict | None:
-  path = os.path.join(workdir, "sync_eval.json")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    r = json.load(f)
-  by_k = r.get("accuracy_by_context", {})
-  return {"accuracy": r["accuracy"], "k1": by_k.get("1"), "k15": by_k.get("15"), "lse_c": r["lse_c"]}
 
 
 def main() -> None:
@@ -54,13 +43,14 @@ def main() -> None:
   if len(set(names)) != len(names):
     sys.exit(f"sweep_sync: run names must be unique, got {names}")
   env = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION=str(args.mem_fraction or round(0.9 / args.parallel, 3)))
-  pending = [launch.WorkUnit(n, tuple(common + o)) for n, o in runs if summary(os.path.join(args.out, n)) is None]
+  pending = [launch.WorkUnit(n, tuple(common + o)) for n, o in runs
+             if launch.summary(os.path.join(args.out, n)) is None]
   status = launch.run_local(pending, f"{root}/configs/pretrain.py:{args.variant}", args.out, parallel=args.parallel,
                             env=env)
   failed = {n: c for n, c in status.items() if c}
   print(f"\n{'run':16s} {'K=5':>6s} {'K=1':>6s} {'K=15':>6s} {'LSE-C':>6s}  overrides")
   for name, overrides in runs:
-    s = summary(os.path.join(args.out, name))
+    s = launch.summary(os.path.join(args.out, name))
     if s is None:
       print(f"{name:16s} failed (exit {failed.get(name)}; see {os.path.join(args.out, name, 'launch.log')})")
       continue

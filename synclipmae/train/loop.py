@@ -197,7 +197,7 @@ def _write_parameter_overview(state, workdir: str) -> None:
   tables, counts = [], {}
   for name, tree in (("trained", state.params), ("frozen", state.frozen)):
     pure = tree.to_pure_dict()
-    counts[name] = parameter_overview.count_parameters(pure) if jax.tree.leaves(pure) else 0
+    counts[name] = int(parameter_overview.count_parameters(pure)) if jax.tree.leaves(pure) else 0
     tables.append(f"{name} parameters\n" + (parameter_overview.get_parameter_overview(pure, include_stats=False)
                                             if counts[name] else "(none)"))
   path = os.path.join(workdir, "parameters.txt")
