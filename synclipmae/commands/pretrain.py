@@ -45,14 +45,21 @@ def train_and_evaluate(config, workdir: str, evaluate: bool = True) -> dict[str,
     sys.exit(1)
   paths = {"checkpoints": run["checkpoints"], "tensorboard": os.path.abspath(run["tensorboard"]),
            "metrics": os.path.abspath(run["metrics"])}
+  state = run["state"]
+  if evaluate and jax.process_count() > 1:
+    # Process 0 evaluates alone: parameters sharded over other processes' devices (mesh.fsdp) are first gathered
+    # whole, every process taking part.
+    from jax.experimental import multihost_utils
+    state = state.replace(params=multihost_utils.process_allgather(state.params, tiled=True),
+                          frozen=multihost_utils.process_allgather(state.frozen, tiled=True))
   if evaluate and jax.process_index() == 0:
-    model = loop.model_from_state(run["graphdef"], run["state"])
+    model = loop.model_from_state(run["graphdef"], state)
     result = sync.evaluate_config(model, run["corpus"], config)
     written = sync.write_results(result, workdir)
     print(f"zero-shot sync accuracy on {result['split']}: {result['accuracy']:.1%} "
           f"(K={result['context_frames']}, {result['num_samples']} samples, chance {result['chance_accuracy']:.1%})")
     paths.update(sync_eval=written["json"], sync_plot=written["plot"])
-    paths.update(_evaluate_factors(model, run["corpus"], config, workdir, int(run["state"].step)))
+    paths.update(_evaluate_factors(model, run["corpus"], config, workdir, int(state.step)))
   for name, path in paths.items():
     print(f"  {name + ':':13s} {os.path.abspath(path)}")
   return paths
