@@ -136,7 +136,8 @@ def run_local(units: list[WorkUnit], config: str, workdir: str, *, parallel: int
       status[name] = next((c for c in codes if c), 0)
       if status[name]:
         worst = logs[codes.index(status[name])].name
-        tail = open(worst).read().strip().splitlines()[-3:]
+        with open(worst) as f:
+          tail = f.read().strip().splitlines()[-3:]
         log(f"FAILED {name}: exit {status[name]} after {time.time() - started:.0f} s; {worst}:\n  " +
             "\n  ".join(tail))
       else:
