@@ -7,7 +7,6 @@ same model. Writes DIR/vsr_eval_SPLIT_DECODE.json and the CTC posteriors of one 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from absl import flags
@@ -35,6 +34,6 @@ def main(argv: Sequence[str]) -> None:
   pretrained = load_pretrained(info["model"])
   data = vsr.collect(pretrained, Corpus(f.data or info["corpus"]), f.split, info["inputs"],
                      vsr.read_transcripts(transcripts) if transcripts else None, f.max_clips)
-  written = vsr.write_evaluation(trained, data, f.split, f.head, decode=f.decode, beam_width=f.beam_width)
-  print(vsr.format_evaluation(json.load(open(written))))
+  written, result = vsr.write_evaluation(trained, data, f.split, f.head, decode=f.decode, beam_width=f.beam_width)
+  print(vsr.format_evaluation(result))
   print(f"  {written}")

@@ -12,7 +12,6 @@ eval-vsr` reports the test split. Writes OUT/vsr_head.safetensors, vsr_head.json
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
@@ -68,8 +67,7 @@ def train_vsr(model: str, out: str, *, inputs: str = "z_voc", data: str | None =
   trained.info.update({"inputs": inputs, "model": os.path.abspath(model), "corpus": os.path.abspath(data),
                        "train_split": train_split, "transcripts": transcripts})
   vsr.save(trained, out)
-  written = vsr.write_evaluation(trained, held, eval_split, out)
-  result = json.load(open(written))
+  written, result = vsr.write_evaluation(trained, held, eval_split, out)
   log(vsr.format_evaluation(result))
   log(f"  head: {out}\n  evaluation: {written}")
   return result

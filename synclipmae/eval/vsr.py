@@ -331,8 +331,9 @@ def evaluate(trained: Trained, data: Sequences, decode: str = "greedy", beam_wid
 
 
 def write_evaluation(trained: Trained, data: Sequences, split: str, out: str | os.PathLike, *,
-                     decode: str = "greedy", beam_width: int = 8) -> str:
-  """Evaluates and writes OUT/vsr_eval_SPLIT_DECODE.json and .png (the posteriors of the first clip)."""
+                     decode: str = "greedy", beam_width: int = 8) -> tuple[str, dict[str, Any]]:
+  """Evaluates and writes OUT/vsr_eval_SPLIT_DECODE.json and .png (the posteriors of the first clip); returns the
+  JSON's path and the result it holds."""
   logits = trained.logits(data.features)
   result = {"split": split, "inputs": trained.info.get("inputs"),
             **evaluate(trained, data, decode, beam_width, logits=logits)}
@@ -342,7 +343,7 @@ def write_evaluation(trained: Trained, data: Sequences, split: str, out: str | o
     json.dump(result, f, indent=1)
   first = result["examples"][0]
   plot_posteriors(logits[0]["chars"], first["truth"], first["read"], base + ".png")
-  return base + ".json"
+  return base + ".json", result
 
 
 def format_evaluation(result: Mapping[str, Any]) -> str:

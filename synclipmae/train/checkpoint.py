@@ -14,6 +14,7 @@ checkpoint is deleted to make room for it — nor collides with it when that ste
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -86,7 +87,7 @@ class Checkpoints:
     path = os.path.join(self.directory, str(step), "state")
     manifest = os.path.join(path, "manifest.ocdbt")
     if not os.path.isfile(manifest):
-      raise FileNotFoundError(f"File {manifest} not found.")
+      raise FileNotFoundError(errno.ENOENT, "no OCDBT manifest", manifest)
     store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{path}/"}).result()
     for read in [store.read(key) for key in store.list().result()]:
       read.result()
@@ -134,7 +135,7 @@ def damaged_file(error: BaseException, step_dir: str) -> tuple[str, str]:
   if getattr(error, "filename", None):
     files.append(str(error.filename))
   where = files[-1] if files else step_dir
-  detail = text.rsplit(where, 1)[-1].strip(' ":.') if files else text
+  detail = text.rsplit(where, 1)[-1].strip(' "\':.') if files else text
   if not detail:
     detail = text.split(":", 1)[0]  # TensorStore's status, e.g. NOT_FOUND.
   return where, f"{where}: {type(error).__name__}: {detail.splitlines()[0][:300]}"
