@@ -47,6 +47,10 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   # MLP hidden / width: 4 (ViT) except in mu, whose 8-minute CPU budget buys more steps with 2 (BENCHMARKS.md).
   mlp_ratio = 2.0 if variant == "mu" else 4.0
   return ml_collections.ConfigDict({
+      # "synclipmae" | "mae": a plain MAE of single frames - one bypass, no prompt tokens, no audio (the paper's
+      # "single bypass, no audio" ablation; synclipmae/models/mae.py). It trains on the reconstruction loss alone and
+      # has no sync evaluation.
+      "mode": "synclipmae",
       "image_size": image,
       # Computation dtype of every layer ("float32" | "bfloat16"); parameters, optimiser state, losses and the
       # log-mel front end stay float32.

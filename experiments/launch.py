@@ -14,8 +14,9 @@ is reproduced by its printed command). Executors:
           XLA_FLAGS says otherwise). Logs: WORKDIR/UNIT/launch.log (launch_pN.log per process).
   tpu_vm  copies this checkout (`git archive` of HEAD) to every worker of a TPU VM slice, installs it, and runs
           each unit on all workers at once with `gcloud compute tpus tpu-vm ssh --worker=all` (as big_vision and
-          MaxText do); JAX finds the slice's processes itself. Every worker must see the same workdir: a
-          filesystem mounted on all of them (gs:// workdirs need the object-storage work of issue 15, not done).
+          MaxText do); JAX finds the slice's processes itself. Every worker must see the same workdir: a gs://
+          URL (the workers then also install the `[gcs]` extra; synclipmae/storage.py) or a filesystem mounted
+          on all of them. Logs: ~/UNIT.log on each worker.
   slurm   one sbatch script per unit (WORKDIR/UNIT/job.sbatch): --nodes x --gpus_per_node, one task per node,
           `srun` starts the processes and JAX reads Slurm's environment; submitted with `sbatch`.
 --dry_run prints every command (and script) instead of running it. A failed unit is named with its exit status
@@ -174,11 +175,13 @@ def tpu_vm_commands(units: list[WorkUnit], config: str, workdir: str, *, tpu: st
   where = [f"--zone={zone}", *([f"--project={project}"] if project else [])]
   ssh = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", tpu, *where, "--worker=all", "--command"]
   archive = f"/tmp/{REMOTE_DIR}.tar.gz"
+  extras = " && .venv/bin/pip install --quiet -e '.[gcs]'" if "://" in workdir else ""  # gs:// workdir (storage.py)
   commands = [
       ["git", "-C", REPO, "archive", "--format=tar.gz", f"--output={archive}", "HEAD"],
       ["gcloud", "compute", "tpus", "tpu-vm", "scp", archive, f"{tpu}:~/", *where, "--worker=all"],
       [*ssh, f"mkdir -p ~/{REMOTE_DIR} && tar -xzf ~/{REMOTE_DIR}.tar.gz -C ~/{REMOTE_DIR} && "
-             f"cd ~/{REMOTE_DIR} && make install && .venv/bin/pip install --quiet 'jax[tpu]=={jax_version()}'"]]
+             f"cd ~/{REMOTE_DIR} && make install && .venv/bin/pip install --quiet 'jax[tpu]=={jax_version()}'"
+             f"{extras}"]]
   for unit in units:
     run = shlex.join([".venv/bin/synclipmae", *unit.args(config, workdir), "--distributed"])
     commands.append([*ssh, f"set -o pipefail; cd ~/{REMOTE_DIR} && {run} 2>&1 | tee -a ~/{unit.name}.log"])
@@ -228,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
   except ValueError as e:
     parser.error(str(e))
   config = args.config  # Relative paths are relative to the checkout (here, on every worker, on every node).
+  if "://" in args.workdir and args.executor != "tpu_vm":
+    parser.error(f"--workdir={args.workdir}: the {args.executor} executor writes each unit's log into its workdir "
+                 "and needs a filesystem path; object-storage workdirs go with --executor=tpu_vm")
   if args.executor == "local":
     status = run_local(units, config, args.workdir, parallel=args.parallel, processes=args.processes,
                        dry_run=args.dry_run)
@@ -244,9 +250,6 @@ def main(argv: list[str] | None = None) -> int:
   if args.executor == "tpu_vm":
     if not args.tpu or not args.zone:
       parser.error("--executor=tpu_vm needs --tpu and --zone")
-    if "://" in args.workdir:
-      parser.error(f"--workdir={args.workdir}: object-storage workdirs are not supported yet; use a filesystem "
-                   "mounted on every worker")
     for command in tpu_vm_commands(units, config, args.workdir, tpu=args.tpu, zone=args.zone, project=args.project):
       print(shlex.join(command))
       if not args.dry_run:

@@ -43,6 +43,7 @@ def export(workdir: str | os.PathLike, out: str | os.PathLike, *, step: int | No
   if out.exists() and not overwrite:
     raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
   model, config, step = load_model(workdir, step)
+  inference.require_synclipmae(config, workdir)
   info = inference.info_from_config(config, step, corpus_dir=str(data) if data else None)
   if "aligned_masks" not in info["views"]:
     raise FileNotFoundError(f"the training corpus {data or config.data.dir} cannot be read: it is needed for the "

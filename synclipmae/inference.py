@@ -391,7 +391,16 @@ def _load_export(path: Path) -> Pretrained:
 def _load_workdir(path: Path, step: int | None) -> Pretrained:
   from synclipmae.train.checkpoint import load_model
   model, config, step = load_model(path, step)
+  require_synclipmae(config, path)
   return Pretrained(model=model, info=info_from_config(config, step), path=str(path), run_config=config)
+
+
+def require_synclipmae(config: ml_collections.ConfigDict, path) -> None:
+  """Raises ModelFileError for a run that is not a SyncLipMAE (model.mode='mae': nothing to export or evaluate)."""
+  mode = config.model.get("mode", "synclipmae")
+  if mode != "synclipmae":
+    raise ModelFileError(f"{path}: a model.mode={mode!r} run (a plain MAE: no prompt tokens, no audio branch) has no "
+                         "tokens to export or evaluate; synclipmae.train.checkpoint.load_model(WORKDIR) loads it")
 
 
 def info_from_config(config: ml_collections.ConfigDict, step: int, corpus_dir: str | None = None,

@@ -2,6 +2,7 @@
 loopback) and names the unit that failed; the TPU VM and Slurm executors print the exact commands and scripts."""
 
 import os
+import shlex
 import sys
 
 import pytest
@@ -35,8 +36,13 @@ def test_tpu_vm_dry_run_copies_installs_and_runs_every_unit_on_all_workers(capsy
     assert line.startswith("gcloud compute tpus tpu-vm ssh v5e-64 --zone=us-west4-a --project=lab --worker=all")
     assert f"--workdir=/mnt/shared/runs/seed{seed} --config.seed={seed} --distributed" in line
   assert len(lines) == 5
-  with pytest.raises(SystemExit):  # Object storage is not supported yet: refused, not silently local.
-    launch.main(["--workdir=gs://bucket/runs", "--executor=tpu_vm", "--tpu=t", "--zone=z", "--dry_run"])
+  # A gs:// workdir: the workers also install the [gcs] extra, and each unit writes into the bucket.
+  assert launch.main(["--workdir=gs://bucket/runs", "--executor=tpu_vm", "--tpu=t", "--zone=z", "--dry_run"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  install, run = (shlex.split(line)[-1] for line in lines[2:4])  # The remote commands.
+  assert "pip install --quiet -e '.[gcs]'" in install and "--workdir=gs://bucket/runs/run " in run
+  with pytest.raises(SystemExit):  # The local executor keeps unit logs in the workdir: a URL is refused.
+    launch.main(["--workdir=gs://bucket/runs", "--executor=local", "--dry_run"])
 
 
 def test_slurm_dry_run_prints_one_multi_node_script_per_unit(capsys):

@@ -286,5 +286,7 @@ def test_remat_recomputes_the_blocks_without_changing_loss_or_gradients(syntheti
     results.append((jax.device_get(metrics), jax.device_get(grads)))
   (m0, g0), (m1, g1) = results
   np.testing.assert_allclose(m0["loss"], m1["loss"], rtol=0, atol=1e-6)
-  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):  # Recomputed in another fusion: float32 ulps.
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # Recomputed in another fusion: float32 rounding, up to 2.3e-5 relative on one gradient element on some x86 CPUs
+  # (a wrong recomputation would differ by orders of magnitude more).
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

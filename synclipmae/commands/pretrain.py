@@ -6,7 +6,6 @@ corpora, the factor probes) on the config's eval split (the validation identitie
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 
@@ -33,6 +32,7 @@ def train_and_evaluate(config, workdir: str, evaluate: bool = True) -> dict[str,
   Exits with status 143 after SIGTERM (checkpoint saved) and 1 after a non-finite loss (last checkpoint kept).
   """
   import jax
+  from synclipmae import storage
   from synclipmae.eval import sync
   from synclipmae.train import loop
   try:
@@ -43,9 +43,11 @@ def train_and_evaluate(config, workdir: str, evaluate: bool = True) -> dict[str,
   except loop.NonFiniteLossError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  paths = {"checkpoints": run["checkpoints"], "tensorboard": os.path.abspath(run["tensorboard"]),
-           "metrics": os.path.abspath(run["metrics"])}
+  paths = {"checkpoints": run["checkpoints"], "tensorboard": run["tensorboard"], "metrics": run["metrics"]}
   state = run["state"]
+  if evaluate and config.model.get("mode", "synclipmae") == "mae":
+    print("no sync evaluation: model.mode='mae' has no prompt tokens and no audio branch")
+    evaluate = False
   if evaluate and jax.process_count() > 1:
     # Process 0 evaluates alone: parameters sharded over other processes' devices (mesh.fsdp) are first gathered
     # whole, every process taking part.
@@ -61,7 +63,7 @@ def train_and_evaluate(config, workdir: str, evaluate: bool = True) -> dict[str,
     paths.update(sync_eval=written["json"], sync_plot=written["plot"])
     paths.update(_evaluate_factors(model, run["corpus"], config, workdir, int(state.step)))
   for name, path in paths.items():
-    print(f"  {name + ':':13s} {os.path.abspath(path)}")
+    print(f"  {name + ':':13s} {storage.path(path)}")
   return paths
 
 

@@ -121,10 +121,12 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, max_clips: int | Non
 def write_results(result: dict[str, Any], out_dir: str | os.PathLike, name: str = "factors") -> dict[str, str]:
   """NAME.json and NAME.png (the token x factor heatmap, R^2 clipped at 0) into `out_dir`."""
   from matplotlib.figure import Figure
-  os.makedirs(out_dir, exist_ok=True)
-  json_path, png_path = os.path.join(out_dir, f"{name}.json"), os.path.join(out_dir, f"{name}.png")
-  with open(json_path, "w") as f:
-    json.dump(result, f, indent=1)
+
+  from synclipmae import storage
+  out_dir = storage.path(out_dir)  # Local or a URL (pretraining's closing evaluation of a gs:// workdir).
+  out_dir.mkdir(parents=True, exist_ok=True)
+  json_path, png_path = out_dir / f"{name}.json", out_dir / f"{name}.png"
+  json_path.write_text(json.dumps(result, indent=1))
   factors = [f for f in FACTORS if f in result["metric"]]
   values = np.array([[result["matrix"][t][f] for f in factors] for t in TOKENS])
   fig = Figure(figsize=(1.1 * len(factors) + 1.5, 4.0))
@@ -139,8 +141,9 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike, name: str 
                "(chance: " + ", ".join(f"{f} {result['chance'][f]:.2f}" for f in factors if result['chance'][f]) + ")",
                fontsize=8)
   fig.tight_layout()
-  fig.savefig(png_path, dpi=110)
-  return {"json": json_path, "plot": png_path}
+  with png_path.open("wb") as f:
+    fig.savefig(f, dpi=110, format="png")
+  return {"json": str(json_path), "plot": str(png_path)}
 
 
 def format_matrix(result: dict[str, Any], factors: Sequence[str] | None = None) -> str:

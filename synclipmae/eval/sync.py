@@ -234,11 +234,13 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[st
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  os.makedirs(out_dir, exist_ok=True)
+
+  from synclipmae import storage
+  out_dir = storage.path(out_dir)  # Local or a URL (pretraining's closing evaluation of a gs:// workdir).
+  out_dir.mkdir(parents=True, exist_ok=True)
   curves = result["_curves"]
-  json_path, png_path = os.path.join(out_dir, "sync_eval.json"), os.path.join(out_dir, "sync_eval.png")
-  with open(json_path, "w") as f:
-    json.dump({k: v for k, v in result.items() if k != "_curves"} | {"curves": curves}, f, indent=1)
+  json_path, png_path = out_dir / "sync_eval.json", out_dir / "sync_eval.png"
+  json_path.write_text(json.dumps({k: v for k, v in result.items() if k != "_curves"} | {"curves": curves}, indent=1))
   fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
   left.plot(curves["relative_offsets"], curves["mean_similarity"], "o-", ms=3)
   left.axvline(0, color="gray", ls="--")
@@ -252,9 +254,10 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[st
             title="examples")
   right.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(png_path, dpi=110)
+  with png_path.open("wb") as f:
+    fig.savefig(f, dpi=110, format="png")
   plt.close(fig)
-  return {"json": json_path, "plot": png_path}
+  return {"json": str(json_path), "plot": str(png_path)}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ class FactorHead(nnx.Module):
 class FrameEncoder(nnx.Module):
   """Per-frame ViT: frames [N,H,W,3] in [0,1] + visible-patch indices [N,K] -> patch tokens and z_id/z_voc/z_amb."""
 
-  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs, dtype=jnp.float32):
+  def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs, dtype=jnp.float32, prompts: bool = True):
+    """prompts=False: the plain ViT of model.mode="mae" (no prompt tokens, no heads; call `backbone`)."""
     e = cfg.encoder
     self.patch_size = cfg.patch_size
     self.image_size = cfg.image_size
@@ -62,14 +63,14 @@ class FrameEncoder(nnx.Module):
     embed = vit.PatchEmbed if stem == "linear" else vit.ConvPatchEmbed
     self.patch_embed = embed(cfg.patch_size, e.width, rngs=rngs, dtype=dtype)
     # One learned vector per factor; prompt tokens carry no position embedding (they are not patches).
-    self.prompt_tokens = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (len(FACTORS), e.width)))
+    self.prompt_tokens = (nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (len(FACTORS), e.width)))
+                          if prompts else None)
     self.blocks = nnx.List([vit.Block(e.width, e.num_heads, e.mlp_ratio, rngs=rngs, dtype=dtype)
                             for _ in range(e.depth)])
     self.norm = vit.layer_norm(e.width, rngs=rngs, dtype=dtype)
     self.remat = bool(cfg.get("remat", False))
-    self.head_id = FactorHead(e.width, cfg.prompt_dim, rngs=rngs, dtype=dtype)
-    self.head_voc = FactorHead(e.width, cfg.prompt_dim, rngs=rngs, dtype=dtype)
-    self.head_amb = FactorHead(e.width, cfg.prompt_dim, rngs=rngs, dtype=dtype)
+    self.head_id, self.head_voc, self.head_amb = (
+        [FactorHead(e.width, cfg.prompt_dim, rngs=rngs, dtype=dtype) for _ in FACTORS] if prompts else [None] * 3)
     self.dtype = dtype
     # Options for pretrained backbones (module docstring); created last so the default init stream is unchanged.
     pos_embed = e.get("pos_embed", "sincos")
@@ -80,7 +81,7 @@ class FrameEncoder(nnx.Module):
                       if pos_embed == "learned" else None)
     self.cls_token = (nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (e.width,)))
                       if e.get("cls_token", False) else None)
-    self.mouth_private = bool(e.get("mouth_private", False))
+    self.mouth_private = prompts and bool(e.get("mouth_private", False))  # Only the prompt tokens can be kept out.
 
   @property
   def num_patches(self) -> int:
@@ -157,6 +158,8 @@ class FrameEncoder(nnx.Module):
 
     Returns {"patches": [N,K,E] visible-patch outputs after the final norm, "z_id", "z_voc", "z_amb": [N,Dp]}.
     """
+    if self.prompt_tokens is None:
+      raise ValueError("this encoder has no prompt tokens (model.mode='mae'): call backbone() for its patch tokens")
     x = self._embed(frames, keep)
     n = x.shape[0]
     if keep is None:

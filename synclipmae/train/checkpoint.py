@@ -17,17 +17,18 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 from typing import Any
 
 import orbax.checkpoint as ocp
+
+from synclipmae import storage
 
 
 class Checkpoints:
   """The checkpoints of one run directory."""
 
   def __init__(self, directory: str | os.PathLike, keep: int = 3, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = str(storage.path(directory))  # Local or a URL (gs://...; synclipmae/storage.py).
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -84,28 +85,30 @@ class Checkpoints:
     here, as one error, instead of halfway through orbax's asynchronous restore, whose abandoned reads would print
     hundreds of tracebacks after it. Costs about one more read of the checkpoint."""
     import tensorstore as ts
-    path = os.path.join(self.directory, str(step), "state")
-    manifest = os.path.join(path, "manifest.ocdbt")
-    if not os.path.isfile(manifest):
-      raise FileNotFoundError(errno.ENOENT, "no OCDBT manifest", manifest)
-    store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{path}/"}).result()
+    path = storage.path(self.directory) / str(step) / "state"
+    manifest = path / "manifest.ocdbt"
+    if not manifest.exists():
+      raise FileNotFoundError(errno.ENOENT, "no OCDBT manifest", str(manifest))
+    base = f"{path}/" if storage.is_url(path) else f"file://{path}/"  # TensorStore's kvstore URL (gs:// as is).
+    store = ts.KvStore.open({"driver": "ocdbt", "base": base}).result()
     for read in [store.read(key) for key in store.list().result()]:
       read.result()
 
   def _set_aside(self, step: int) -> str:
     """Moves a damaged step out of the managed directory (process 0 of a multi-process run; the others wait)."""
     import jax
-    target = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints", str(step))
+    directory = storage.path(self.directory)
+    target = directory.parent / "damaged_checkpoints" / str(step)
     if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(target), exist_ok=True)
-      if os.path.exists(target):
-        shutil.rmtree(target)  # An older copy of the same step, damaged before: the newer one replaces it.
-      shutil.move(os.path.join(self.directory, str(step)), target)
+      target.parent.mkdir(parents=True, exist_ok=True)
+      if target.exists():
+        target.rmtree()  # An older copy of the same step, damaged before: the newer one replaces it.
+      (directory / str(step)).rename(target)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f"set aside damaged checkpoint {step}")
     self._manager.reload()
-    return target
+    return str(target)
 
   def wait(self) -> None:
     """Blocks until any save in flight is on disk."""
@@ -146,11 +149,10 @@ def load_config(workdir: str | os.PathLike):
   import json
 
   import ml_collections
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  path = storage.path(workdir) / "config.json"
+  if not path.exists():
     raise FileNotFoundError(f"{path} not found: {workdir} is not a pretraining workdir")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def load_model(workdir: str | os.PathLike, step: int | None = None):
@@ -162,7 +164,7 @@ def load_model(workdir: str | os.PathLike, step: int | None = None):
   from synclipmae.train.step import abstract_train_state
   config = load_config(workdir)
   graphdef, abstract, _ = abstract_train_state(config, sharding.make_mesh(1, 1, devices=jax.devices()[:1]))
-  checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
+  checkpoints = Checkpoints(storage.path(workdir) / "checkpoints", async_save=False)
   try:
     state, _ = checkpoints.restore(abstract, step=step, with_data=False)
   finally:

@@ -22,9 +22,10 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from synclipmae import pretrained
+from synclipmae import pretrained, storage
 from synclipmae.data import pipeline
 from synclipmae.data.corpus import CORPUS_FILE, Corpus
+from synclipmae.models.mae import MODES
 from synclipmae.models.synclipmae import COMPUTE_DTYPES, DECODER_VISIBLE
 from synclipmae.train import sharding
 from synclipmae.train.checkpoint import Checkpoints
@@ -57,6 +58,8 @@ def ensure_corpus(data_dir: str) -> Corpus:
 def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
   """Raises ValueError naming every config value that cannot work with this corpus, before anything runs."""
   m, problems = config.model, []
+  if m.get("mode", "synclipmae") not in MODES:
+    problems.append(f"model.mode={m.mode!r} must be one of {MODES}")
   height, width = corpus.read(config.data.train_split, 0).frame_size
   if (height, width) != (m.image_size, m.image_size):
     problems.append(f"model.image_size={m.image_size} but the corpus {corpus.directory} has {height}x{width} frames")
@@ -88,10 +91,11 @@ def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
   if m.audio.window_frames > m.audio.margin_frames:
     problems.append(f"model.audio.window_frames={m.audio.window_frames} needs margin_frames >= it "
                     f"(got {m.audio.margin_frames})")
-  if m.audio.encoder == "wav2vec2" and not m.audio.wav2vec2.path and not m.audio.wav2vec2.get("allow_random"):
+  w2v = m.audio.wav2vec2
+  if m.get("mode") != "mae" and m.audio.encoder == "wav2vec2" and not (w2v.path or w2v.get("allow_random")):
     problems.append("model.audio.encoder='wav2vec2' needs model.audio.wav2vec2.path (a Hugging Face wav2vec 2.0 "
                     "checkpoint directory: config.json + model.safetensors); set model.audio.wav2vec2.allow_random="
-                    "True only for a random-weight smoke test")
+                    "True only for a random-weight smoke test (model.mode='mae' needs no audio encoder)")
   if config.data.get("audio_features"):
     from synclipmae.data import audio_features
     try:
@@ -104,17 +108,17 @@ def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
 
 
 def _record_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  path = os.path.join(workdir, "config.json")
+  path = storage.path(workdir) / "config.json"
   text = config.to_json_best_effort(indent=1, sort_keys=True)
-  if os.path.exists(path) and open(path).read() != text:
+  if path.exists() and path.read_text() != text:
     print(f"note: {path} differs from this run's config; resuming with this run's config")
-  with open(path, "w") as f:
-    f.write(text)
+  path.write_text(text)
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains to `config.train.num_steps` (resuming from `workdir`) and returns the final state and paths."""
-  os.makedirs(workdir, exist_ok=True)
+  workdir = storage.path(workdir)  # Local, or a URL such as gs://bucket/run (synclipmae/storage.py).
+  workdir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     _record_config(config, workdir)
   corpus = ensure_corpus(config.data.dir)
@@ -129,7 +133,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   iterator = pipeline.make_iterator(dataset, num_workers=config.data.num_workers)
 
   graphdef, abstract, shardings = abstract_train_state(config, mesh)
-  checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  checkpoints = Checkpoints(workdir / "checkpoints", keep=config.train.keep_checkpoints)
   if checkpoints.latest_step() is not None:
     state, data_state = checkpoints.restore(abstract, fallback=True)
     if data_state is not None:
@@ -200,9 +204,8 @@ def _write_parameter_overview(state, workdir: str) -> None:
     counts[name] = int(parameter_overview.count_parameters(pure)) if jax.tree.leaves(pure) else 0
     tables.append(f"{name} parameters\n" + (parameter_overview.get_parameter_overview(pure, include_stats=False)
                                             if counts[name] else "(none)"))
-  path = os.path.join(workdir, "parameters.txt")
-  with open(path, "w") as f:
-    f.write("\n\n".join(tables) + "\n")
+  path = storage.path(workdir) / "parameters.txt"
+  path.write_text("\n\n".join(tables) + "\n")
   print(f"parameters: {counts['trained']:,} trained, {counts['frozen']:,} frozen ({path})")
 
 

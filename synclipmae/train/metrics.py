@@ -10,33 +10,33 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
+from synclipmae import storage
+
 
 class MetricWriter:
   """Writes scalars to `workdir/metrics.jsonl` and `workdir/tensorboard/` (primary process only)."""
 
   def __init__(self, workdir: str | os.PathLike):
     self.enabled = jax.process_index() == 0
-    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
-    self.tensorboard_dir = os.path.join(workdir, "tensorboard")
+    workdir = storage.path(workdir)  # Local or a URL (synclipmae/storage.py).
+    self.jsonl_path = str(workdir / "metrics.jsonl")
+    self.tensorboard_dir = str(workdir / "tensorboard")
     if self.enabled:
       from tensorboardX import SummaryWriter
-      os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(self.jsonl_path, "a")
+      workdir.mkdir(parents=True, exist_ok=True)
       self._tb = SummaryWriter(self.tensorboard_dir)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
-    self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
-    self._jsonl.flush()
+    storage.append_line(storage.path(self.jsonl_path), json.dumps({"step": step, **scalars}))
     for name, value in scalars.items():
       self._tb.add_scalar(name, value, step)
     self._tb.flush()
 
   def close(self) -> None:
     if self.enabled:
-      self._jsonl.close()
       self._tb.close()
 
 

@@ -17,6 +17,7 @@ import optax
 from flax import nnx
 
 from synclipmae import losses, masking
+from synclipmae.models.mae import MAE, build_model
 from synclipmae.models.synclipmae import SyncLipMAE
 from synclipmae.train import sharding
 
@@ -53,8 +54,8 @@ def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Gr
       optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay, mask=decay_mask))
 
 
-def create_model(config: ml_collections.ConfigDict) -> SyncLipMAE:
-  return SyncLipMAE(config.model, rngs=nnx.Rngs(config.seed))
+def create_model(config: ml_collections.ConfigDict) -> SyncLipMAE | MAE:
+  return build_model(config.model, rngs=nnx.Rngs(config.seed))
 
 
 def init_state(config: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, TrainState]:
@@ -87,6 +88,9 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
   frames = video.reshape(n, h, w, 3).astype(jnp.float32) / 255.0
   k_uniform, k_face, k_jitter, k_identity, k_ambient = jax.random.split(key, 5)
   keep_uniform = masking.uniform_keep(k_uniform, n, num_patches, num_keep)
+  if config.model.get("mode", "synclipmae") == "mae":  # One view, nothing but the masked patches to draw.
+    return ({"frames": frames, "keep_uniform": keep_uniform},
+            {"target": masking.patchify(frames, p), "masked": masking.keep_to_mask(keep_uniform, num_patches)})
   keep_face = masking.face_aware_keep(k_face, batch["face_patches"].reshape(n, num_patches), num_keep,
                                       config.masking.face_bias, batch["mouth_patches"].reshape(n, num_patches),
                                       config.masking.mouth_bias)
@@ -140,15 +144,17 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
 
 def compute_losses(out: dict[str, jax.Array], aux: dict[str, jax.Array], config: ml_collections.ConfigDict
                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The weighted SyncLipMAE objective and each of its terms."""
+  """The weighted SyncLipMAE objective and each of its terms (model.mode="mae": the reconstruction terms only)."""
   norm_pix = config.loss.norm_pix
-  terms = {
-      "rec_video": losses.reconstruction_loss(out["recon_video"], aux["target"], aux["masked"], norm_pix),
-      "rec_audio": losses.reconstruction_loss(out["recon_audio"], aux["target"], aux["masked"], norm_pix),
-  }
+  passes = ("video", "audio") if "recon_audio" in out else ("video",)  # model.mode="mae": no audio-driven pass.
+  terms = {f"rec_{k}": losses.reconstruction_loss(out[f"recon_{k}"], aux["target"], aux["masked"], norm_pix)
+           for k in passes}
   if "stats_video" in out:  # decoder.patch_stats: the patches' mean and spread, to draw pixels.
-    terms["rec_stats"] = 0.5 * sum(losses.patch_stats_loss(out[f"stats_{k}"], aux["target"], aux["masked"])
-                                   for k in ("video", "audio"))
+    terms["rec_stats"] = sum(losses.patch_stats_loss(out[f"stats_{k}"], aux["target"], aux["masked"])
+                             for k in passes) / len(passes)
+  if "z_voc" not in out:  # model.mode="mae": the reconstruction is the whole objective.
+    total = losses.total_loss(terms, {k: config.loss[k] for k in terms})
+    return total, {"loss": total, **{f"loss_{k}": v for k, v in terms.items()}}
   terms["con"], con_metrics = losses.info_nce(out["z_voc"], out["audio_tokens"], aux["clip_ids"],
                                               aux["frame_ids"], out["logit_scale"], config.loss.neighbour_frames)
   if config.loss.get("con_clip", 0):
