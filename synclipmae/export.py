@@ -8,7 +8,8 @@
 
 `synclipmae.load_pretrained(OUT)` reads it with safetensors alone (no orbax, optimiser or training code). The
 directory is written under a temporary name beside OUT and renamed when complete, so a killed export leaves nothing
-a loader accepts.
+a loader accepts. OUT may be a gs:// URL (synclipmae/storage.py): then it is staged on local disk and its files are
+copied up, config.json last (a directory without it is not an export).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from synclipmae import inference
+from synclipmae import inference, storage
 
 
 def flat_weights(model: nnx.Module) -> dict[str, np.ndarray]:
@@ -38,12 +39,12 @@ def export(workdir: str | os.PathLike, out: str | os.PathLike, *, step: int | No
 
   data: the corpus to average the aligned-crop masks over (default: the one the run trained on).
   """
-  from synclipmae.train.checkpoint import load_model
-  workdir, out = Path(workdir), Path(out)
+  from synclipmae.train.checkpoint import load_config, load_model
+  workdir, out = storage.path(workdir), storage.path(out)  # Local or gs:// URLs.
   if out.exists() and not overwrite:
     raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+  inference.require_synclipmae(load_config(workdir), workdir)  # Before reading any checkpoint.
   model, config, step = load_model(workdir, step)
-  inference.require_synclipmae(config, workdir)
   info = inference.info_from_config(config, step, corpus_dir=str(data) if data else None)
   if "aligned_masks" not in info["views"]:
     raise FileNotFoundError(f"the training corpus {data or config.data.dir} cannot be read: it is needed for the "
@@ -65,12 +66,15 @@ def write_export(model: nnx.Module, info: dict[str, Any], out: str | os.PathLike
   """Writes `model`'s weights, `info` (config.json) and the model card to `out`, atomically (see the module
   docstring); what `export` and `finetune-dub` write."""
   from safetensors.numpy import save_file
-  out = Path(out)
+  out = storage.path(out)
   if out.exists() and not overwrite:
     raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
   weights = flat_weights(model)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+  # Staged beside OUT (one rename makes it whole), or on local disk for a URL (copied up by storage.publish).
+  beside = None if storage.is_url(out) else out.parent
+  if beside is not None:
+    beside.mkdir(parents=True, exist_ok=True)
+  staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=beside))
   try:
     save_file(weights, str(staging / inference.WEIGHTS_FILE),
               metadata={"format": inference.EXPORT_FORMAT, "step": str(info["step"])})
@@ -81,9 +85,7 @@ def write_export(model: nnx.Module, info: dict[str, Any], out: str | os.PathLike
       with open(file, "rb") as f:
         os.fsync(f.fileno())
     os.chmod(staging, 0o755)
-    if out.exists():
-      shutil.rmtree(out)
-    os.rename(staging, out)
+    storage.publish(storage.path(staging), out, last=inference.CONFIG_FILE)
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
@@ -102,11 +104,11 @@ def _generator_name(generator) -> str | None:
   return generator.get("name") if isinstance(generator, dict) else generator
 
 
-def _training_summary(workdir: Path, config) -> dict[str, Any]:
+def _training_summary(workdir, config) -> dict[str, Any]:
   corpus = _read_json(Path(config.data.dir) / "corpus.json") or {}
   splits = {name: {k: split.get(k) for k in ("num_clips", "num_frames") if k in split} |
             {"identities": len(split.get("speakers", []))} for name, split in corpus.get("splits", {}).items()}
-  return {"workdir": str(workdir.resolve()), "corpus": os.path.abspath(config.data.dir),
+  return {"workdir": str(workdir), "corpus": os.path.abspath(config.data.dir),
           "corpus_generator": _generator_name(corpus.get("generator")), "corpus_splits": splits, "seed": config.seed,
           "num_steps": config.train.num_steps, "batch": f"{config.data.batch_size} clips x {config.data.num_frames} "
           "frames", "losses": config.loss.to_dict()}

@@ -329,13 +329,16 @@ def load_pretrained(path: str | os.PathLike, step: int | None = None) -> Pretrai
   is read from its newest orbax checkpoint (or `step`). Missing, truncated or mismatched files raise
   ModelFileError naming the file and the tensor.
   """
-  path = Path(path)
+  from synclipmae import storage
+  path = storage.path(path)  # Local, or a gs:// URL (synclipmae/storage.py).
   if not path.exists():
     raise ModelFileError(f"{path}: no such export directory or pretraining workdir")
   if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).exists():
     if step is not None:
       raise ModelFileError(f"{path}: an export holds one step; --step applies to pretraining workdirs only")
-    return _load_export(path)
+    pretrained = _load_export(Path(storage.fetch(path, [CONFIG_FILE, WEIGHTS_FILE])))  # A local copy of a URL's.
+    pretrained.path = str(path)
+    return pretrained
   if (path / "checkpoints").is_dir():
     return _load_workdir(path, step)
   raise ModelFileError(f"{path}: neither an export ({CONFIG_FILE} + {WEIGHTS_FILE}) nor a pretraining workdir "
@@ -389,9 +392,9 @@ def _load_export(path: Path) -> Pretrained:
 
 
 def _load_workdir(path: Path, step: int | None) -> Pretrained:
-  from synclipmae.train.checkpoint import load_model
+  from synclipmae.train.checkpoint import load_config, load_model
+  require_synclipmae(load_config(path), path)  # Before reading any checkpoint.
   model, config, step = load_model(path, step)
-  require_synclipmae(config, path)
   return Pretrained(model=model, info=info_from_config(config, step), path=str(path), run_config=config)
 
 

@@ -170,3 +170,23 @@ def test_sync_command_on_a_raw_video_and_one_line_errors(trained_run, tmp_path):
                            str(carphone)], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 2 and "no such export directory" in result.stderr
   assert len(result.stderr.strip().splitlines()) == 2  # The error line and the traceback hint.
+
+
+def test_an_export_goes_to_and_comes_from_object_storage_whole(trained_run, tmp_path, monkeypatch):
+  """The gs:// branch of export / load_pretrained (synclipmae/storage.py), run on a local directory standing in for
+  a bucket: staged off the bucket, copied up with config.json last, fetched back to the same weights."""
+  from synclipmae import storage
+  bucket = str(tmp_path / "bucket")
+  monkeypatch.setattr(storage, "is_url", lambda path: os.fspath(path).startswith(bucket))
+  copied = []
+  gpath = type(storage.path(bucket))
+  real_copy = gpath.copy
+  monkeypatch.setattr(gpath, "copy", lambda self, dst, **kw: (copied.append(self.name), real_copy(self, dst, **kw))[1])
+  out = export.export(trained_run["workdir"], f"{bucket}/export")
+  assert sorted(os.listdir(out)) == ["README.md", "config.json", "model.safetensors"]
+  assert copied[-1] == "config.json" and os.listdir(tmp_path) == ["bucket"]  # Nothing staged beside it.
+  loaded = inference.load_pretrained(out)
+  assert loaded.path == str(out)
+  reference = load_file(trained_run["export"] / "model.safetensors")
+  for name, value in load_file(out / "model.safetensors").items():
+    np.testing.assert_array_equal(value, reference[name], err_msg=name)
