@@ -56,7 +56,7 @@ def main(argv: Sequence[str]) -> None:
     _report_test_split(config, run)
     from synclipmae import export
     out = export.export(run, os.path.join(f.workdir, "export"), overwrite=True)
-    size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
+    size = sum(p.stat().length for p in out.iterdir()) / 1e6
     print(f"\nexported for downstream use ({size:.1f} MB): {os.path.abspath(out)}\n"
           f"  synclipmae sync --model={out} VIDEO.mp4        # zero-shot AV sync of any video\n"
           f"  python: synclipmae.load_pretrained({str(out)!r})")

@@ -6,7 +6,6 @@ a model card (README.md); `synclipmae.load_pretrained(DIR)` loads it. See syncli
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from absl import flags
@@ -25,6 +24,6 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   from synclipmae import export
   out = export.export(f.workdir, f.out, step=f.step, data=f.data, overwrite=f.overwrite)
-  size = sum(p.stat().st_size for p in out.iterdir())
-  print(f"exported step {export.inference.read_export_info(out)['step']} of {f.workdir} to {os.path.abspath(out)} "
+  size = sum(p.stat().length for p in out.iterdir())
+  print(f"exported step {export.inference.read_export_info(out)['step']} of {f.workdir} to {out} "
         f"({size / 1e6:.1f} MB): load it with synclipmae.load_pretrained({str(out)!r})")
