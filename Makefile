@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 $(BIN)/synclipmae: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --prefer-binary -e '.[test]'
 	touch $@
 
 .PHONY: install demo test bench

@@ -30,6 +30,7 @@ COMMANDS = {
     "sync": ("synclipmae.commands.sync", "zero-shot AV-sync offset + confidence of any video (and --fix_out)"),
     "synth": ("data_pipelines.synthetic.generate", "generate the synthetic talking-face corpus"),
     "prep": ("synclipmae.commands.prep", "real talking-face videos -> aligned face-crop clip records"),
+    "convert-corpus": ("synclipmae.commands.convert_corpus", "an old corpus (schema 1) -> the TFDS layout"),
     "preview": ("data_pipelines.preview", "contact sheet PNG + mp4 with audio of clips in a corpus"),
 }
 

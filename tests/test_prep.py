@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 import prep_media
 from data_pipelines.prep import align, decode, run, segment
-from synclipmae.data import pipeline
+from synclipmae.data import pipeline, records
 from synclipmae.data.corpus import Corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,6 +188,9 @@ def test_mixed_folder_every_input_ends_as_clips_or_one_failure(media, prepped):
                                                                    entry["source"])
     assert {"start_s", "end_s", "face_score_mean", "shard"} <= entry.keys()
   assert not list(out.rglob("*.partial"))
+  # The corpus is a TFDS dataset (TensorFlow absent): TFDS reads the records the manifest lists.
+  source = tfds.builder_from_directory(str(out)).as_data_source("train")
+  assert [records.from_example(source[i]).clip_id for i in range(len(source))] == [e["clip_id"] for e in manifest]
 
 
 def test_carphone_faces_eyes_and_click_survive_into_the_records(media, prepped):
@@ -238,6 +242,11 @@ def test_two_shards_cover_the_input_list_exactly_once(media, tmp_path):
   assert {e["speaker_id"] for e in corpus.manifest("heldout")} == {"bob"}
   assert "bob" not in {e["speaker_id"] for e in corpus.manifest("train")}
   assert corpus.read("heldout", 0).speaker_id == "bob"  # Held-out clips sit in their own shards.
+  home = tmp_path / "tfds" / corpus.info["name"]
+  home.mkdir(parents=True)
+  (home / corpus.info["version"]).symlink_to(tmp_path)
+  by_name = tfds.data_source(corpus.info["name"], data_dir=str(tmp_path / "tfds"))
+  assert records.from_example(by_name["heldout"][0]).speaker_id == "bob"
   assert {p.name.split("-")[1] for p in (tmp_path / run.PARTS_DIR).glob("*.array_record")} == {
       run.job_name(0, 2), run.job_name(1, 2)}
 

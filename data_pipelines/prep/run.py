@@ -18,7 +18,8 @@ Output directory (`--out`), all written without coordination between processes o
                                              once a part manifest lists it
     failures/JOB-TOKEN.jsonl       one line per failed input: input, stage, reason
     jobs/JOB.json                  written when a job finishes (its summary)
-    train.jsonl, heldout.jsonl, failures.jsonl, corpus.json   made by `finalize`
+    train.jsonl, heldout.jsonl, failures.jsonl, corpus.json   made by `finalize`, with TFDS's
+    dataset_info.json, features.json and synclipmae_prep-SPLIT.array_record-I-of-N (hard links to the parts)
 
 JOB is `jIIIIIofNNNNN` (`--shard_index`/`--num_shards`), TOKEN is random per worker process, so names never clash.
 An input's clips all go into one shard, written only after the whole input succeeded (a failing input leaves no
@@ -71,6 +72,7 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".m
 PARTS_DIR, FAILURES_DIR, JOBS_DIR = "parts", "failures", "jobs"
 PREP_FILE, FAILURES_FILE = "prep.json", "failures.jsonl"
 GENERATOR = "synclipmae.prep"
+TFDS_NAME = "synclipmae_prep"  # The finished corpus is a TFDS dataset of this name.
 
 # Stages after decoding (decode.STAGE_* come first).
 STAGE_SPEAKER = "speaker"  # The path does not match the speaker pattern.
@@ -646,16 +648,22 @@ def finalize(out_dir: str | os.PathLike) -> dict[str, Any]:
       per_split.setdefault(entries[0]["split"], []).extend(entries)
   splits = {}
   for split, entries in sorted(per_split.items()):
-    shards = list(dict.fromkeys(e["shard"] for e in entries))
+    parts = list(dict.fromkeys(e["shard"] for e in entries))
+    # TFDS names shards by position: each part is linked (not copied) under that name; parts stay for resuming.
+    shards = {part: corpus_lib.shard_name(TFDS_NAME, split, i, len(parts)) for i, part in enumerate(parts)}
+    for stale in out_dir.glob(f"{TFDS_NAME}-{split}.{corpus_lib.FILE_FORMAT}-*"):
+      if stale.name not in shards.values():
+        stale.unlink()
+    for part, shard in shards.items():
+      corpus_lib.link_shard(out_dir / part, out_dir / shard)
+    entries = [{**e, "shard": shards[e["shard"]]} for e in entries]
     corpus_lib.write_atomic(out_dir / f"{split}.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
-    splits[split] = {"shards": shards, "manifest": f"{split}.jsonl", "num_clips": len(entries),
-                     "num_frames": sum(e["num_frames"] for e in entries),
-                     "speakers": sorted({e["speaker_id"] for e in entries})}
+    splits[split] = corpus_lib.split_summary(out_dir, split, entries, list(shards.values()))
   done, failed = read_state(out_dir)
   failures = [failed[k] for k in sorted(failed) if k not in done]
   corpus_lib.write_atomic(out_dir / FAILURES_FILE, "".join(json.dumps(e) + "\n" for e in failures))
   prep = json.loads((out_dir / PREP_FILE).read_text())
-  return corpus_lib.write_corpus_info(out_dir, splits, generator={"name": GENERATOR, **prep},
+  return corpus_lib.write_corpus_info(out_dir, splits, name=TFDS_NAME, generator={"name": GENERATOR, **prep},
                                       inputs={"done": len(done), "failed": len(failures)})
 
 

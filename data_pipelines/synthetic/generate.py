@@ -24,6 +24,7 @@ from synclipmae.data import corpus as corpus_lib
 from synclipmae.data import records
 
 GENERATOR = "synclipmae.synthetic"
+TFDS_NAME = "synclipmae_synthetic"  # The corpus as a TFDS dataset (`tfds.data_source(TFDS_NAME, data_dir=...)`).
 
 
 def _spec_json(spec: clips_lib.SyntheticSpec) -> dict[str, Any]:
@@ -75,7 +76,8 @@ def generate(spec: clips_lib.SyntheticSpec, out_dir: str | os.PathLike, *, num_w
   pool = multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 1 else None
   try:
     splits = {
-        name: corpus_lib.write_split(out_dir, name, _generate_clips(pool, spec, indices, progress), shards[name])
+        name: corpus_lib.write_split(out_dir, name, _generate_clips(pool, spec, indices, progress), shards[name],
+                                   name=TFDS_NAME)
         for name, indices in per_split.items()}
   finally:
     progress.close()
@@ -84,7 +86,7 @@ def generate(spec: clips_lib.SyntheticSpec, out_dir: str | os.PathLike, *, num_w
   identities = {clips_lib.speaker_id(i): [float(x) for x in clips_lib.identity_of(spec, i).to_vector()]
                 for i in range(spec.num_identities)}
   info = corpus_lib.write_corpus_info(
-      out_dir, splits, label_vocab=clips_lib.LABEL_VOCAB, identity_vectors=identities,
+      out_dir, splits, name=TFDS_NAME, label_vocab=clips_lib.LABEL_VOCAB, identity_vectors=identities,
       generator={"name": GENERATOR, "spec": _spec_json(spec), "seconds": round(time.time() - start, 1)})
   if not quiet:
     frames = sum(s["num_frames"] for s in splits.values())

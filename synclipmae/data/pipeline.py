@@ -36,7 +36,7 @@ from synclipmae.data.corpus import Corpus
 
 
 class _ClipSubset:
-  """Random-access view of the records long enough for a window; yields (record index, bytes)."""
+  """Random-access view of the records long enough for a window; yields (record index, ClipRecord[, features])."""
 
   def __init__(self, source, indices: np.ndarray, features=None):
     self._source = source
@@ -46,7 +46,7 @@ class _ClipSubset:
   def __len__(self) -> int:
     return len(self._indices)
 
-  def __getitem__(self, i: int) -> tuple[int, bytes] | tuple[int, bytes, bytes]:
+  def __getitem__(self, i: int) -> tuple[int, records.ClipRecord] | tuple[int, records.ClipRecord, bytes]:
     index = int(self._indices[i])
     if self._features is None:
       return index, self._source[index]
@@ -73,9 +73,8 @@ class WindowLoader:
   random_window: bool = True
   where: str = "record"
 
-  def __call__(self, element: tuple[int, bytes], rng: np.random.Generator) -> dict[str, Any]:
-    index, data, *features = element
-    clip = records.deserialize(data, where=f"{self.where} {index}", validate=False)
+  def __call__(self, element: tuple[int, records.ClipRecord], rng: np.random.Generator) -> dict[str, Any]:
+    index, clip, *features = element
     t, n = self.num_frames, clip.num_frames
     start = int(rng.integers(0, n - t + 1)) if self.random_window else 0
     stop = start + t

@@ -4,29 +4,30 @@ A clip is a run of consecutive face frames of one speaker with its audio. Every 
 real-video preprocessing) produces `ClipRecord`s and every reader (the Grain pipeline, previews, evaluators)
 consumes them, so the format lives here and nowhere else.
 
-On disk a record is a msgpack map (language-neutral, no pickling, fast to parse). Frames are stored as encoded
-images, one per frame, so a reader decodes only the window it samples; audio is 16-bit PCM; masks are bit-packed.
-Records live in ArrayRecord shards (random access, read by `grain.sources.ArrayRecordDataSource`) next to a JSONL
-manifest whose i-th line describes the i-th record of the split (see `synclipmae.data.corpus`).
+On disk a record is a TensorFlow Datasets example (`features`: a `tfds.features.FeaturesDict`, serialised without
+TensorFlow), so a corpus is a TFDS dataset that `tfds.builder_from_directory` / `tfds.data_source` open and Grain
+reads. Frames are stored as encoded images, one per frame, so a reader decodes only the window it samples; audio is
+16-bit PCM; masks are bit-packed. The spec's only per-corpus part is the label set (`label_spec`), recorded in
+the corpus's `features.json`. Records live in ArrayRecord shards next to a JSONL manifest whose i-th line describes
+the i-th record of the split (see `synclipmae.data.corpus`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import msgpack
 import numpy as np
 from PIL import Image
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: msgpack records (read only by `synclipmae.data.convert`).
 FRAME_CODECS = ("png", "jpeg")
 _PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG"}
-_FIELDS = ("schema_version", "clip_id", "speaker_id", "source", "fps", "sample_rate", "frame_codec",
-           "frames", "audio", "face_masks", "mouth_masks", "labels", "metadata")
 
 
 class RecordError(ValueError):
@@ -190,74 +191,154 @@ def pcm16_to_float(audio: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Serialisation.
+# The TFDS feature spec and (de)serialisation.
+#
+# Arrays are stored as raw bytes (`Encoding.BYTES`): a tf.train.Example would otherwise hold int16 audio as
+# varint int64s (a negative sample takes 10 bytes) and floats as float32 (fps 29.97 would not round-trip).
 
 
-def _pack_array(array: np.ndarray) -> dict[str, Any]:
-  array = np.ascontiguousarray(array)
-  return {"dtype": array.dtype.str, "shape": list(array.shape), "data": array.tobytes()}
+def label_spec(record: ClipRecord) -> dict[str, tuple[str, tuple[int, ...]]]:
+  """{label name: (dtype, per-frame shape)} of a record; every record of a corpus has the same spec."""
+  return {k: (np.dtype(v.dtype).name, tuple(int(d) for d in v.shape[1:])) for k, v in sorted(record.labels.items())}
 
 
-def _unpack_array(packed: Mapping[str, Any]) -> np.ndarray:
-  dtype = np.dtype(packed["dtype"])
-  if dtype.kind not in "biuf":
-    raise ValueError(f"unsupported dtype {dtype}")
-  return np.frombuffer(packed["data"], dtype=dtype).reshape(packed["shape"])
+def spec_to_json(spec: Mapping[str, tuple[str, Sequence[int]]]) -> dict[str, str]:
+  """{"pose": "float32[4]"}: the label spec as manifest / JSON text."""
+  return {k: f"{dtype}[{','.join(map(str, shape))}]" for k, (dtype, shape) in spec.items()}
 
 
-def _pack_mask(mask: np.ndarray) -> dict[str, Any]:
-  return {"shape": list(mask.shape), "bits": np.packbits(mask, axis=None).tobytes()}
+def spec_from_json(text: Mapping[str, str]) -> dict[str, tuple[str, tuple[int, ...]]]:
+  out = {}
+  for key, value in text.items():
+    dtype, _, shape = value.partition("[")
+    out[key] = (dtype, tuple(int(d) for d in shape.rstrip("]").split(",") if d))
+  return out
 
 
-def _unpack_mask(packed: Mapping[str, Any]) -> np.ndarray:
-  shape = tuple(packed["shape"])
-  bits = np.unpackbits(np.frombuffer(packed["bits"], np.uint8), count=math.prod(shape))
-  return bits.reshape(shape).astype(bool)
+def features(labels: Mapping[str, tuple[str, Sequence[int]]]):
+  """The clip record as a `tfds.features.FeaturesDict` (schema `SCHEMA_VERSION`), for a corpus's label spec.
+
+  `tfds.builder_from_directory(corpus).as_data_source(split)` decodes records with it, TensorFlow absent.
+  """
+  import tensorflow_datasets as tfds  # Imported here: code that only handles decoded records does not need it.
+  f = tfds.features
+  raw = f.Encoding.BYTES
+
+  def array(dtype, shape, doc):
+    return f.Tensor(shape=shape, dtype=np.dtype(dtype), encoding=raw, doc=doc)
+
+  return f.FeaturesDict({
+      "clip_id": f.Text(doc="Unique id of the clip within its corpus."),
+      "speaker_id": f.Text(doc="Identity of the person: the unit of train / held-out splits."),
+      "source": f.Text(doc="Where the clip came from: an input video, or 'synthetic'."),
+      "fps": array(np.float64, (), "Video frame rate."),
+      "sample_rate": f.Scalar(np.int32, doc="Audio sample rate in Hz."),
+      "frame_codec": f.Text(doc="'png' or 'jpeg': the encoding of every frame."),
+      "frame_size": f.Tensor(shape=(2,), dtype=np.int32, doc="(height, width) of every frame."),
+      "frames": f.Sequence(f.Scalar(np.object_), doc="One encoded RGB image per frame (decode only a window)."),
+      "audio": array(np.int16, (None,), "Mono 16-bit PCM covering the clip: round(T * sample_rate / fps)."),
+      "face_masks": array(np.uint8, (None,), "Face region per frame: bool [T, H, W], np.packbits-packed."),
+      "mouth_masks": array(np.uint8, (None,), "Mouth region per frame: bool [T, H, W], np.packbits-packed."),
+      "labels": f.FeaturesDict({k: array(dtype, (None, *shape), f"Per-frame label {k!r}.")
+                                for k, (dtype, shape) in labels.items()}),
+      "metadata": f.Text(doc="JSON object of per-clip values (e.g. the transcript)."),
+  }, doc=f"A talking-face clip record, schema version {SCHEMA_VERSION} (synclipmae.data.records).")
 
 
-def serialize(record: ClipRecord) -> bytes:
-  """Validates a record and returns its bytes."""
+def to_example(record: ClipRecord) -> dict[str, Any]:
+  """A validated record as the nested dict `features(...)` serialises."""
   record.validate()
-  return msgpack.packb({
-      "schema_version": SCHEMA_VERSION,
-      "clip_id": record.clip_id,
-      "speaker_id": record.speaker_id,
-      "source": record.source,
-      "fps": float(record.fps),
-      "sample_rate": int(record.sample_rate),
-      "frame_codec": record.frame_codec,
-      "frames": list(record.frames),
-      "audio": _pack_array(record.audio),
-      "face_masks": _pack_mask(record.face_masks),
-      "mouth_masks": _pack_mask(record.mouth_masks),
-      "labels": {k: _pack_array(v) for k, v in record.labels.items()},
-      "metadata": dict(record.metadata),
-  }, use_bin_type=True)
+  return {
+      "clip_id": record.clip_id, "speaker_id": record.speaker_id, "source": record.source,
+      "fps": float(record.fps), "sample_rate": int(record.sample_rate), "frame_codec": record.frame_codec,
+      "frame_size": np.array(record.frame_size, np.int32), "frames": list(record.frames), "audio": record.audio,
+      "face_masks": np.packbits(record.face_masks, axis=None),
+      "mouth_masks": np.packbits(record.mouth_masks, axis=None),
+      "labels": dict(record.labels), "metadata": json.dumps(dict(record.metadata)),
+  }
 
 
-def deserialize(data: bytes, *, where: str = "record", validate: bool = True) -> ClipRecord:
-  """Parses record bytes; `where` names the record (e.g. "shard-00001 #17") in errors."""
+def from_example(example: Mapping[str, Any], *, where: str = "record", validate: bool = True) -> ClipRecord:
+  """A decoded example (`features(...).deserialize_example_np`, a TFDS data source's item) -> a ClipRecord."""
+  text = lambda value: value.decode() if isinstance(value, bytes) else str(value)
   try:
-    raw = msgpack.unpackb(data, raw=False)
-  except Exception as e:
-    raise RecordError(f"{where}: not a clip record (msgpack: {e})") from None
-  if not isinstance(raw, dict):
-    raise RecordError(f"{where}: not a clip record (top level is {type(raw).__name__})")
-  version = raw.get("schema_version")
-  if version != SCHEMA_VERSION:
-    raise RecordError(f"{where}: schema_version {version!r} is not supported (this code reads {SCHEMA_VERSION})")
-  missing = [f for f in _FIELDS if f not in raw]
-  if missing:
-    raise RecordError(f"{where} (clip {raw.get('clip_id')!r}): missing fields {missing}")
-  try:
+    t = len(example["frames"])
+    shape = (t, *(int(d) for d in example["frame_size"]))
+
+    def mask(bits):
+      return np.unpackbits(np.asarray(bits, np.uint8), count=math.prod(shape)).reshape(shape).view(bool)
+
     record = ClipRecord(
-        clip_id=raw["clip_id"], speaker_id=raw["speaker_id"], source=raw["source"], fps=raw["fps"],
-        sample_rate=raw["sample_rate"], frames=tuple(raw["frames"]), frame_codec=raw["frame_codec"],
-        audio=_unpack_array(raw["audio"]), face_masks=_unpack_mask(raw["face_masks"]),
-        mouth_masks=_unpack_mask(raw["mouth_masks"]),
-        labels={k: _unpack_array(v) for k, v in raw["labels"].items()}, metadata=raw["metadata"])
+        clip_id=text(example["clip_id"]), speaker_id=text(example["speaker_id"]), source=text(example["source"]),
+        fps=float(example["fps"]), sample_rate=int(example["sample_rate"]), frames=tuple(example["frames"]),
+        frame_codec=text(example["frame_codec"]), audio=np.asarray(example["audio"]),
+        face_masks=mask(example["face_masks"]), mouth_masks=mask(example["mouth_masks"]),
+        labels={k: np.asarray(v) for k, v in example["labels"].items()}, metadata=json.loads(example["metadata"]))
   except (KeyError, TypeError, ValueError) as e:
-    raise RecordError(f"{where} (clip {raw.get('clip_id')!r}): malformed field ({e})") from None
+    clip = example.get("clip_id") if isinstance(example, Mapping) else None
+    raise RecordError(f"{where} (clip {clip!r}): malformed field ({type(e).__name__}: {e})") from None
   if validate:
     record.validate()
   return record
+
+
+def serialize(record: ClipRecord, spec: Mapping[str, tuple[str, Sequence[int]]] | None = None) -> bytes:
+  """Validates a record and returns its bytes under the corpus's label spec (default: the record's own)."""
+  own = label_spec(record)
+  if spec is not None and own != dict(spec):
+    raise RecordError(f"clip record {record.clip_id!r}: labels {spec_to_json(own)} differ from the corpus's "
+                      f"{spec_to_json(spec)}")
+  features_, serializer = _features_cached(_spec_key(own)), _serializer_cached(_spec_key(own))
+  # What `features_.serialize_example` does, but with protobuf's deterministic map order: the same record gives
+  # the same bytes in every process, so a corpus is reproducible shard for shard.
+  return serializer.get_tf_example(features_.encode_example(to_example(record))).SerializeToString(deterministic=True)
+
+
+def deserialize(data: bytes, spec: Mapping[str, tuple[str, Sequence[int]]], *, where: str = "record",
+                validate: bool = True) -> ClipRecord:
+  """Parses record bytes written under `spec`; `where` names the record (e.g. "train record 17") in errors.
+
+  Reads the tf.train.Example directly: the same result as `from_example(features(spec).deserialize_example_np(data))`
+  (a test checks it) at a fifth of the cost, which the input pipeline pays for every window it samples.
+  """
+  from tensorflow_datasets.proto import tf_example_pb2
+  try:
+    feature = tf_example_pb2.Example.FromString(data).features.feature
+    one = lambda key: feature[key].bytes_list.value[0]
+    text = lambda key: one(key).decode()
+    frames = tuple(feature["frames"].bytes_list.value)
+    shape = (len(frames), *feature["frame_size"].int64_list.value)
+
+    def mask(key):
+      bits = np.frombuffer(one(key), np.uint8)
+      return np.unpackbits(bits, count=math.prod(shape)).reshape(shape).view(bool)  # 0 or 1: no copy.
+
+    record = ClipRecord(
+        clip_id=text("clip_id"), speaker_id=text("speaker_id"), source=text("source"),
+        fps=float(np.frombuffer(one("fps"), np.float64)[0]),
+        sample_rate=int(feature["sample_rate"].int64_list.value[0]),
+        frames=frames, frame_codec=text("frame_codec"), audio=np.frombuffer(one("audio"), np.int16),
+        face_masks=mask("face_masks"), mouth_masks=mask("mouth_masks"),
+        labels={k: np.frombuffer(one(f"labels/{k}"), dtype).reshape(-1, *label_shape)
+                for k, (dtype, label_shape) in spec.items()},
+        metadata=json.loads(one("metadata")))
+  except Exception as e:  # protobuf, numpy and json raise several types for damaged bytes.
+    raise RecordError(f"{where}: not a clip record of this corpus ({type(e).__name__}: {e})") from None
+  if validate:
+    record.validate()
+  return record
+
+
+def _spec_key(spec: Mapping[str, tuple[str, Sequence[int]]]) -> tuple:
+  return tuple((k, dtype, tuple(shape)) for k, (dtype, shape) in sorted(spec.items()))
+
+
+@functools.lru_cache(maxsize=16)
+def _features_cached(key: tuple):
+  return features({k: (dtype, shape) for k, dtype, shape in key})
+
+
+@functools.lru_cache(maxsize=16)
+def _serializer_cached(key: tuple):
+  from tensorflow_datasets.core import example_serializer
+  return example_serializer.ExampleSerializer(_features_cached(key).get_serialized_info())
