@@ -9,7 +9,7 @@ $(BIN)/synclipmae: setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet --prefer-binary -e '.[test]'
 	touch $@
 
-.PHONY: install demo test bench
+.PHONY: install demo test test-beam bench
 install: $(BIN)/synclipmae
 
 demo: install
@@ -20,3 +20,13 @@ test: install
 
 bench: install
 	$(BIN)/python experiments/bench_pipeline.py
+
+# The Beam build test, in an environment of its own (apache-beam pins protobuf and pyarrow below the core's).
+.venv-beam/bin/python: setup.cfg pyproject.toml
+	$(PYTHON) -m venv .venv-beam
+	.venv-beam/bin/pip install --quiet --upgrade pip
+	.venv-beam/bin/pip install --quiet --prefer-binary -e '.[beam]'
+	touch $@
+
+test-beam: .venv-beam/bin/python
+	.venv-beam/bin/python -m pytest -q tests/test_beam.py

@@ -1,8 +1,8 @@
 """The `synclipmae` command: `synclipmae <subcommand> [--flags]`.
 
-Each subcommand is a module with `define_flags()` (absl flags) and `main(argv)`; only the chosen one is imported
-and defines its flags, so flag names never collide and start-up stays fast. `synclipmae <subcommand> --help`
-lists its flags.
+Each subcommand is a module with `define_flags()` (absl flags) and `main(argv)` (or, with a parser of its own,
+`run(argv)`); only the chosen one is imported and defines its flags, so flag names never collide and start-up
+stays fast. `synclipmae <subcommand> --help` lists its flags.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ COMMANDS = {
     "synth": ("data_pipelines.synthetic.generate", "generate the synthetic talking-face corpus"),
     "prep": ("synclipmae.commands.prep", "real talking-face videos -> aligned face-crop clip records"),
     "convert-corpus": ("synclipmae.commands.convert_corpus", "an old corpus (schema 1) -> the TFDS layout"),
+    "tfds-build": ("synclipmae.commands.tfds_build", "build a TFDS dataset (synclipmae_synthetic, ...), no TensorFlow"),
     "preview": ("data_pipelines.preview", "contact sheet PNG + mp4 with audio of clips in a corpus"),
 }
 
@@ -56,8 +57,10 @@ def main(argv: list[str] | None = None) -> None:
   if command not in COMMANDS:
     sys.stderr.write(f"synclipmae: unknown command {command!r}\n\n{_usage()}")
     sys.exit(2)
-  from absl import app, flags, logging  # absl parses the subcommand's flags (and grain workers need absl flags parsed).
   module = importlib.import_module(COMMANDS[command][0])
+  if hasattr(module, "run"):  # A command with its own parser (tfds-build: TFDS's).
+    return module.run(argv[2:])
+  from absl import app, flags, logging  # absl parses the subcommand's flags (and grain workers need absl flags parsed).
   module.define_flags()
   # `--help` prints __main__'s docstring and the key flags of the program: make those the subcommand's.
   sys.modules["__main__"].__doc__ = module.__doc__

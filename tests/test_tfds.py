@@ -13,7 +13,7 @@ from test_records import _assert_same
 
 from synclipmae.data import convert
 from synclipmae.data import corpus as corpus_lib
-from synclipmae.data import records
+from synclipmae.data import pipeline, records
 
 
 def test_tensorflow_is_absent():
@@ -32,17 +32,26 @@ def test_tfds_opens_a_corpus_as_written(tiny_corpus):
   assert "pose" in json.dumps(features) and "Per-frame label" in json.dumps(features)
 
 
-def test_tfds_data_source_by_name(synthetic_corpus, tmp_path):
-  """Laid out as DATA_DIR/NAME/VERSION, the synthetic corpus opens by name, like any TFDS dataset."""
-  info = corpus_lib.Corpus(synthetic_corpus).info
-  assert info["name"] == "synclipmae_synthetic"
-  home = tmp_path / info["name"]
-  home.mkdir()
-  (home / info["version"]).symlink_to(synthetic_corpus)
-  sources = tfds.data_source(info["name"], data_dir=str(tmp_path))
-  assert {k: len(v) for k, v in sources.items()} == {k: s["num_clips"] for k, s in info["splits"].items()}
-  clip = records.from_example(sources["heldout"][0])
-  assert clip.labels.keys() >= {"mouth", "pose", "blink", "expression", "viseme"} and clip.metadata["transcript"]
+def test_the_synthetic_builder_builds_a_corpus_tfds_opens_by_name(tmp_path):
+  """`synclipmae tfds-build` (TFDS's build command, TensorFlow absent) -> a TFDS dataset that is also a Corpus."""
+  from data_pipelines.synthetic import clips, tfds_builder
+  from synclipmae.commands import tfds_build
+  tfds_build.run(["synclipmae_synthetic/tiny", f"--data_dir={tmp_path}"])
+  spec = next(c for c in tfds_builder.SynclipmaeSynthetic.BUILDER_CONFIGS if c.name == "tiny").spec
+  sources = tfds.data_source("synclipmae_synthetic/tiny", data_dir=str(tmp_path))
+  assert {k: len(v) for k, v in sources.items()} == {"train": 8, "validation": 2, "heldout": 2}
+  corpus = corpus_lib.Corpus(tmp_path / "synclipmae_synthetic" / "tiny" / f"{records.SCHEMA_VERSION}.0.0")
+  assert corpus.info["generator"]["spec"]["seed"] == spec.seed and corpus.speakers == [
+      clips.speaker_id(i) for i in range(spec.num_identities)]
+  for split in ("train", "heldout"):  # In clip order, the clips `synclipmae synth` makes.
+    for i, entry in enumerate(corpus.manifest(split)):
+      clip = int(entry["clip_id"].rsplit("-", 1)[1])
+      _assert_same(clips.make_clip(spec, clip), corpus.read(split, i))
+      _assert_same(records.from_example(sources[split][i]), corpus.read(split, i))
+  batch = pipeline.make_dataset(corpus, "train", batch_size=2, num_frames=8, process_index=0, process_count=1)[0]
+  assert batch["video"].shape == (2, 8, spec.image_size, spec.image_size, 3)
+  with pytest.raises(SystemExit, match="no dataset 'synclipmae_nope'; the project's datasets: synclipmae_synthetic"):
+    tfds_build.run(["synclipmae_nope", f"--data_dir={tmp_path}"])
 
 
 def test_damaged_corpora_are_named(tiny_corpus, tmp_path):

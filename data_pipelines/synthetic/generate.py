@@ -41,6 +41,22 @@ def _existing(out_dir: Path, spec: clips_lib.SyntheticSpec) -> dict[str, Any] | 
   return info
 
 
+def clips_by_split(spec: clips_lib.SyntheticSpec) -> dict[str, list[int]]:
+  """Clip indices of each split (in clip order); no validation split when the spec has none."""
+  per_split = {name: [] for name in clips_lib.SPLITS if name != "validation" or spec.num_validation}
+  for clip in range(spec.num_clips):
+    per_split[clips_lib.split_of(spec, clips_lib.identity_of_clip(spec, clip))].append(clip)
+  return per_split
+
+
+def corpus_info(spec: clips_lib.SyntheticSpec, **generator: Any) -> dict[str, Any]:
+  """What corpus.json holds beyond the splits: label vocabularies, identity vectors, the generating spec."""
+  identities = {clips_lib.speaker_id(i): [float(x) for x in clips_lib.identity_of(spec, i).to_vector()]
+                for i in range(spec.num_identities)}
+  return {"label_vocab": clips_lib.LABEL_VOCAB, "identity_vectors": identities,
+          "generator": {"name": GENERATOR, "spec": _spec_json(spec), **generator}}
+
+
 def _generate_clips(pool, spec: clips_lib.SyntheticSpec, indices: Sequence[int],
                     progress: tqdm.tqdm) -> Iterator[records.ClipRecord]:
   make = pool.imap if pool is not None else map
@@ -63,9 +79,7 @@ def generate(spec: clips_lib.SyntheticSpec, out_dir: str | os.PathLike, *, num_w
       print(f"{out_dir}: corpus already generated with this spec; nothing to do")
     return existing
   heldout = clips_lib.heldout_identities(spec)
-  per_split = {name: [] for name in clips_lib.SPLITS if name != "validation" or spec.num_validation}
-  for clip in range(spec.num_clips):
-    per_split[clips_lib.split_of(spec, clips_lib.identity_of_clip(spec, clip))].append(clip)
+  per_split = clips_by_split(spec)
   shards = {"train": train_shards, "validation": heldout_shards, "heldout": heldout_shards}  # Validation as test.
   if num_workers is None:
     num_workers = os.cpu_count() or 1
@@ -83,11 +97,8 @@ def generate(spec: clips_lib.SyntheticSpec, out_dir: str | os.PathLike, *, num_w
     progress.close()
     if pool is not None:
       pool.terminate()
-  identities = {clips_lib.speaker_id(i): [float(x) for x in clips_lib.identity_of(spec, i).to_vector()]
-                for i in range(spec.num_identities)}
-  info = corpus_lib.write_corpus_info(
-      out_dir, splits, name=TFDS_NAME, label_vocab=clips_lib.LABEL_VOCAB, identity_vectors=identities,
-      generator={"name": GENERATOR, "spec": _spec_json(spec), "seconds": round(time.time() - start, 1)})
+  info = corpus_lib.write_corpus_info(out_dir, splits, name=TFDS_NAME,
+                                      **corpus_info(spec, seconds=round(time.time() - start, 1)))
   if not quiet:
     frames = sum(s["num_frames"] for s in splits.values())
     print(f"{out_dir}: {spec.num_clips} clips ({frames} frames) of {spec.num_identities} identities "

@@ -172,11 +172,38 @@ def write_corpus_info(directory: str | os.PathLike, splits: Mapping[str, Mapping
                               data_dir=directory, dataset_name=name, split=split, filetype_suffix=FILE_FORMAT))
       for split, s in splits.items()]))
   tfds_info.write_to_directory(directory)
+  return _write_corpus_json(directory, splits, name=name, version=version, labels=labels, **info)
+
+
+def _write_corpus_json(directory: Path, splits: Mapping[str, Mapping[str, Any]], **info: Any) -> dict[str, Any]:
   speakers = sorted({s for split in splits.values() for s in split["speakers"]})
-  content = {"schema_version": records.SCHEMA_VERSION, "name": name, "version": version, "labels": labels,
-             "splits": dict(splits), "speakers": speakers, **info}
+  content = {"schema_version": records.SCHEMA_VERSION, **info, "splits": dict(splits), "speakers": speakers}
   write_atomic(directory / CORPUS_FILE, json.dumps(content, indent=1) + "\n")
   return content
+
+
+def write_index(directory: str | os.PathLike, **info: Any) -> dict[str, Any]:
+  """Manifests and `corpus.json` for clip records that TFDS itself wrote (a TFDS builder's output directory).
+
+  Reads every record once (the manifest describes each); shard names and positions come from TFDS's split info.
+  """
+  import tensorflow_datasets as tfds
+  directory = Path(directory)
+  builder = tfds.builder_from_directory(str(directory))
+  labels = builder.info.features["labels"]
+  spec = {k: (np.dtype(f.np_dtype).name, tuple(f.shape[1:])) for k, f in labels.items()}
+  splits = {}
+  for split, split_info in builder.info.splits.items():
+    shards = [Path(p).name for p in split_info.filepaths]
+    where = [(shard, index) for shard, n in zip(shards, split_info.shard_lengths) for index in range(n)]
+    source = RecordSource(builder.as_data_source(split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES),
+                          spec, where=f"{directory}/{split} record")
+    entries = [manifest_entry(source[i], split=split, shard=where[i][0], index=where[i][1])
+               for i in range(len(source))]
+    write_atomic(directory / f"{split}.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
+    splits[split] = split_summary(directory, split, entries, shards)
+  return _write_corpus_json(directory, splits, name=builder.info.name, version=str(builder.info.version),
+                            labels=records.spec_to_json(spec), **info)
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
