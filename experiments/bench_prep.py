@@ -46,9 +46,9 @@ def make_inputs(directory: Path, size: tuple[int, int], seconds: float, copies: 
 
 
 def measure(inputs: Path, out: Path, workers: int, image_size: int) -> dict[str, float]:
-  from data_pipelines.prep import run
+  from data_pipelines.prep import run, settings
   start = time.perf_counter()
-  summary = run.run(str(inputs), out, run.PrepConfig(size=image_size), num_workers=workers, quiet=True)
+  summary = run.run(str(inputs), out, settings.PrepConfig(size=image_size), num_workers=workers, quiet=True)
   wall = time.perf_counter() - start
   if summary["failed_inputs"]:
     raise RuntimeError(f"inputs failed: {summary['failed_inputs']}")

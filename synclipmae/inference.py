@@ -515,11 +515,11 @@ class VideoReader:
     self.image_size, self.aligned, self.allow_silent = image_size, aligned, allow_silent
     self._processor = None
     if not aligned:
-      from data_pipelines.prep import run
-      config = prep_config or run.PrepConfig(size=image_size, allow_silent=allow_silent)
+      from data_pipelines.prep import process, settings
+      config = prep_config or settings.PrepConfig(size=image_size, allow_silent=allow_silent)
       if config.size != image_size:
         raise ValueError(f"the face pipeline's crop size {config.size} differs from the model's {image_size}")
-      self._processor = run.InputProcessor(config)
+      self._processor = process.InputProcessor(config)
 
   def close(self) -> None:
     if self._processor is not None:
@@ -545,8 +545,8 @@ class VideoReader:
         raise decode.PrepError(path, "aligned", f"aligned input must be square face crops, got {width}x{height}; "
                                "leave out --aligned to find and align the face")
       return Footage(reader.audio(), self._aligned_batches(reader, frame_batch), lambda: reader.num_frames)
-    from data_pipelines.prep import run
-    clips, stats, audio = self._processor.process_media(run.Input(str(path), str(path)))
+    from data_pipelines.prep import inputs
+    clips, stats, audio = self._processor.process_media(inputs.Input(str(path), str(path)))
     entries = ((c.metadata["start_frame"], c.decode_frames(), c.face_masks, c.mouth_masks) for c in clips)
     return Footage(audio, entries, lambda: stats["frames"], clips)
 

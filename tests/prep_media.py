@@ -205,3 +205,33 @@ def bad_inputs(directory: str | os.PathLike, good: str | os.PathLike) -> dict[st
   write_video(paths["no_face"], noise_frames(60), fps=25, audio=speech(2.4, 3))
   write_video(paths["tiny"], carphone_frames()[:50, 64:80, 80:96], fps=25, audio=speech(2.0, 4))
   return paths
+
+
+def lrs3_folder(root: str | os.PathLike) -> dict[str, dict[str, str]]:
+  """A folder laid out like LRS3 (pretrain/ trainval/ test/, a folder per talk, NNNNN.mp4 + NNNNN.txt) holding
+  three good utterances and three bad ones. Returns {"good": {key: transcript}, "bad": {key: failure stage}}."""
+  root = Path(root)
+  layout = {"pretrain/0aBcDeFgHiJ/00001.mp4": "carphone", "trainval/Zyx-W_vuTsR/00002.mp4": "astronaut",
+            "test/QqRrSsTtUu1/00003.mp4": "carphone_cfr",
+            "pretrain/kLmNoPqRsTu/00004.mp4": "corrupt", "trainval/aaaaaaaaaaa/00005.mp4": "no_audio",
+            "test/bbbbbbbbbbb/00006.mp4": "no_face"}
+  for key in layout:
+    (root / key).parent.mkdir(parents=True, exist_ok=True)
+  good = carphone_with_speech(root / "pretrain/0aBcDeFgHiJ/00001.mp4", vfr=True, seed=0)
+  astronaut_video(root / "trainval/Zyx-W_vuTsR/00002.mp4")
+  carphone_with_speech(root / "test/QqRrSsTtUu1/00003.mp4", vfr=False, seed=5)
+  bad = bad_inputs(root / "_bad", good)
+  for key, kind in layout.items():
+    if kind in bad:
+      bad[kind].rename(root / key)
+  for path in (root / "_bad").iterdir():
+    path.unlink()
+  (root / "_bad").rmdir()
+  transcripts = {}
+  for i, key in enumerate(k for k, kind in layout.items() if kind not in bad):
+    text = f"THIS IS UTTERANCE NUMBER {i}"
+    words = "".join(f"{w} {0.3 * j:.2f} {0.3 * j + 0.25:.2f} 1.0\n" for j, w in enumerate(text.split()))
+    (root / key).with_suffix(".txt").write_text(f"Text:  {text}\nConf:  5\n\nWORD START END ASDSCORE\n{words}")
+    transcripts[key] = text
+  stages = {"corrupt": "open", "no_audio": "probe", "no_face": "faces"}
+  return {"good": transcripts, "bad": {k: stages[kind] for k, kind in layout.items() if kind in stages}}

@@ -18,13 +18,13 @@ import pytest
 import tensorflow_datasets as tfds
 
 import prep_media
-from data_pipelines.prep import align, decode, run, segment
+from data_pipelines.prep import align, decode, inputs, parts, process, run, segment, settings
 from synclipmae.data import pipeline, records
 from synclipmae.data.corpus import Corpus
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64  # The `mu` model's image_size.
-CONFIG = run.PrepConfig(size=SIZE, min_clip_s=0.64)
+CONFIG = settings.PrepConfig(size=SIZE, min_clip_s=0.64)
 EXPECTED_FAILURES = {  # bad input -> (stage, words in the reason)
     "corrupt": ("open", "corrupt or truncated"), "truncated": ("open", "corrupt or truncated"),
     "empty": ("open", "empty file"), "text": ("open", "not a readable media file"),
@@ -150,9 +150,9 @@ def test_runs_are_split_into_clips_of_bounded_length():
 def test_streaming_clip_equals_tracking_and_aligning_the_whole_video(media):
   """The chunked tracker + look-ahead smoothing gives the landmarks of smoothing and aligning the whole run."""
   from data_pipelines.prep import faces
-  config = run.PrepConfig(size=SIZE, max_clip_s=60.0)
-  processor = run.InputProcessor(config)
-  item = run.Input("alice/carphone.mp4", str(media["good"]["alice/carphone.mp4"]))
+  config = settings.PrepConfig(size=SIZE, max_clip_s=60.0)
+  processor = process.InputProcessor(config)
+  item = inputs.Input("alice/carphone.mp4", str(media["good"]["alice/carphone.mp4"]))
   try:
     clips, stats = processor.process(item)
     decoded = decode.decode(item.path)
@@ -176,7 +176,7 @@ def test_mixed_folder_every_input_ends_as_clips_or_one_failure(media, prepped):
   manifest = corpus.manifest("train")
   assert {e["source"] for e in manifest} == set(media["good"])
   assert summary["processed"] == len(media["good"]) + len(media["bad"]) and summary["skipped"] == 0
-  failures = [json.loads(line) for line in open(out / run.FAILURES_FILE)]
+  failures = [json.loads(line) for line in open(out / parts.FAILURES_FILE)]
   assert sorted(f["input"] for f in failures) == sorted(media["bad"]) == summary["failed_inputs"]
   for entry in failures:
     stage, words = EXPECTED_FAILURES[Path(entry["input"]).stem]
@@ -214,29 +214,29 @@ def test_carphone_faces_eyes_and_click_survive_into_the_records(media, prepped):
 
 def test_rerun_does_no_repeated_work(media, prepped):
   out, _ = prepped
-  before = {p: p.stat().st_mtime_ns for p in (out / run.PARTS_DIR).iterdir()}
+  before = {p: p.stat().st_mtime_ns for p in (out / parts.PARTS_DIR).iterdir()}
   summary = run.run(str(media["root"]), out, CONFIG, quiet=True)
   assert summary["processed"] == 0 and summary["skipped"] == len(media["good"]) + len(media["bad"])
-  assert {p: p.stat().st_mtime_ns for p in (out / run.PARTS_DIR).iterdir()} == before
+  assert {p: p.stat().st_mtime_ns for p in (out / parts.PARTS_DIR).iterdir()} == before
   assert summary["failed_inputs"] == sorted(media["bad"])  # Still reported: the exit status stays non-zero.
-  with pytest.raises(run.RunError, match="other settings.*'size': \\(64, 128\\)"):
-    run.run(str(media["root"]), out, run.PrepConfig(size=128, min_clip_s=0.64), quiet=True)
+  with pytest.raises(settings.RunError, match="other settings.*'size': \\(64, 128\\)"):
+    run.run(str(media["root"]), out, settings.PrepConfig(size=128, min_clip_s=0.64), quiet=True)
 
 
 def test_two_shards_cover_the_input_list_exactly_once(media, tmp_path):
-  inputs = run.list_inputs(str(media["root"]))
-  shares = [run.shard_inputs(inputs, i, 2) for i in range(2)]
-  assert sorted(i.key for share in shares for i in share) == [i.key for i in inputs]
+  listed = inputs.list_inputs(str(media["root"]))
+  shares = [inputs.shard_inputs(listed, i, 2) for i in range(2)]
+  assert sorted(i.key for share in shares for i in share) == [i.key for i in listed]
   config = dataclasses.replace(CONFIG, heldout_speakers=("bob",))
   first = run.run(str(media["root"]), tmp_path, config, shard_index=0, num_shards=2, quiet=True)
   assert not first["finalized"] and not (tmp_path / "corpus.json").exists()  # Job 1 has not finished.
   second = run.run(str(media["root"]), tmp_path, config, shard_index=1, num_shards=2, quiet=True)
   assert second["finalized"]
-  assert first["processed"] + second["processed"] == len(inputs)
+  assert first["processed"] + second["processed"] == len(listed)
   corpus = Corpus(tmp_path)
   entries = corpus.manifest("train") + corpus.manifest("heldout")
   sources = [e["source"] for e in entries]
-  failed = [json.loads(line)["input"] for line in open(tmp_path / run.FAILURES_FILE)]
+  failed = [json.loads(line)["input"] for line in open(tmp_path / parts.FAILURES_FILE)]
   assert sorted(set(sources)) == sorted(media["good"]) and sorted(failed) == sorted(media["bad"])
   assert len(entries) == len({e["clip_id"] for e in entries})
   assert {e["speaker_id"] for e in corpus.manifest("heldout")} == {"bob"}
@@ -247,8 +247,8 @@ def test_two_shards_cover_the_input_list_exactly_once(media, tmp_path):
   (home / corpus.info["version"]).symlink_to(tmp_path)
   by_name = tfds.data_source(corpus.info["name"], data_dir=str(tmp_path / "tfds"))
   assert records.from_example(by_name["heldout"][0]).speaker_id == "bob"
-  assert {p.name.split("-")[1] for p in (tmp_path / run.PARTS_DIR).glob("*.array_record")} == {
-      run.job_name(0, 2), run.job_name(1, 2)}
+  assert {p.name.split("-")[1] for p in (tmp_path / parts.PARTS_DIR).glob("*.array_record")} == {
+      parts.job_name(0, 2), parts.job_name(1, 2)}
 
 
 def test_dying_workers_are_replaced_and_their_unfinished_work_is_redone(media, tmp_path):
@@ -259,17 +259,17 @@ def test_dying_workers_are_replaced_and_their_unfinished_work_is_redone(media, t
       summary=run.run(str(media["root"]), tmp_path, CONFIG, num_workers=2, quiet=True)))
   thread.start()
   deadline = time.time() + 60
-  while not list((tmp_path / run.PARTS_DIR).glob("*.partial")) and time.time() < deadline:
+  while not list((tmp_path / parts.PARTS_DIR).glob("*.partial")) and time.time() < deadline:
     time.sleep(0.02)
   time.sleep(0.3)  # Usually lets the worker report that input and start the next one.
   victims = multiprocessing.active_children()
-  for process in victims:
-    os.kill(process.pid, signal.SIGKILL)
+  for victim in victims:
+    os.kill(victim.pid, signal.SIGKILL)
   thread.join(timeout=120)
   assert victims and "summary" in outcome
   corpus = Corpus(tmp_path)
   entries = corpus.manifest("train")
-  failures = [json.loads(line) for line in open(tmp_path / run.FAILURES_FILE)]
+  failures = [json.loads(line) for line in open(tmp_path / parts.FAILURES_FILE)]
   assert {e["source"] for e in entries} == set(media["good"])
   assert sorted(f["input"] for f in failures) == sorted(media["bad"])  # No "worker" failures: retried once.
   assert len(entries) == len({e["clip_id"] for e in entries}) == outcome["summary"]["clips"]
@@ -283,14 +283,14 @@ def test_killed_run_leaves_nothing_a_reader_accepts_and_resumes(media, tmp_path)
              f"--size={SIZE}", "--min_clip_s=0.64", "--shard_size=1", "--quiet"]
   process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   deadline = time.time() + 60
-  while not list((out / run.PARTS_DIR).glob("*.jsonl")) and time.time() < deadline and process.poll() is None:
+  while not list((out / parts.PARTS_DIR).glob("*.jsonl")) and time.time() < deadline and process.poll() is None:
     time.sleep(0.05)
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert process.returncode == -signal.SIGKILL
   assert not (out / "corpus.json").exists()
   # Whatever the kill left (a *.partial shard, a shard without manifest) is never listed and is cleaned up.
-  stale = out / run.PARTS_DIR / f"train-{run.job_name(0, 1)}-deadbeef-0000.array_record"
+  stale = out / parts.PARTS_DIR / f"train-{parts.job_name(0, 1)}-deadbeef-0000.array_record"
   stale.write_bytes(b"half a shard")
   resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
   assert resumed.returncode == 1, resumed.stdout + resumed.stderr  # Non-zero: the bad inputs failed.
@@ -300,25 +300,25 @@ def test_killed_run_leaves_nothing_a_reader_accepts_and_resumes(media, tmp_path)
   sources = [e["source"] for e in corpus.manifest("train")]
   assert sorted(set(sources)) == sorted(media["good"])
   assert len(sources) == len({e["clip_id"] for e in corpus.manifest("train")})
-  failed = [json.loads(line)["input"] for line in open(out / run.FAILURES_FILE)]
+  failed = [json.loads(line)["input"] for line in open(out / parts.FAILURES_FILE)]
   assert sorted(failed) == sorted(media["bad"])
 
 
 def test_speaker_ids_from_patterns_and_heldout_split():
-  item = run.Input("vox/id123/vid_a/00001.mp4", "/data/vox/id123/vid_a/00001.mp4")
-  assert run.SpeakerPattern(None)(item) == "vid_a"
-  assert run.SpeakerPattern("{speaker}/{video}/*.mp4")(item) == "id123"
-  assert run.SpeakerPattern("**/{speaker}/*/*.mp4")(item) == "id123"
-  assert run.SpeakerPattern(r"(?P<speaker>id\d+)")(item) == "id123"
+  item = inputs.Input("vox/id123/vid_a/00001.mp4", "/data/vox/id123/vid_a/00001.mp4")
+  assert inputs.SpeakerPattern(None)(item) == "vid_a"
+  assert inputs.SpeakerPattern("{speaker}/{video}/*.mp4")(item) == "id123"
+  assert inputs.SpeakerPattern("**/{speaker}/*/*.mp4")(item) == "id123"
+  assert inputs.SpeakerPattern(r"(?P<speaker>id\d+)")(item) == "id123"
   with pytest.raises(decode.PrepError, match="does not match --speaker_pattern") as error:
-    run.SpeakerPattern("{speaker}/*.mkv")(item)
-  assert error.value.stage == run.STAGE_SPEAKER
-  with pytest.raises(run.RunError, match="no {speaker} field"):
-    run.SpeakerPattern("{video}/*.mp4")
-  config = run.PrepConfig(heldout_speakers=("bob",), heldout_fraction=0.25)
-  assert run.split_of("bob", config) == "heldout"
-  held = [s for s in (f"spk{i}" for i in range(400)) if run.split_of(s, config) == "heldout"]
-  assert 60 < len(held) < 140 and held == [s for s in held if run.split_of(s, config) == "heldout"]
+    inputs.SpeakerPattern("{speaker}/*.mkv")(item)
+  assert error.value.stage == inputs.STAGE_SPEAKER
+  with pytest.raises(settings.RunError, match="no {speaker} field"):
+    inputs.SpeakerPattern("{video}/*.mp4")
+  config = settings.PrepConfig(heldout_speakers=("bob",), heldout_fraction=0.25)
+  assert inputs.split_of("bob", config) == "heldout"
+  held = [s for s in (f"spk{i}" for i in range(400)) if inputs.split_of(s, config) == "heldout"]
+  assert 60 < len(held) < 140 and held == [s for s in held if inputs.split_of(s, config) == "heldout"]
 
 
 def test_prepped_records_feed_the_grain_pipeline_and_mu_pretraining(prepped, tmp_path):

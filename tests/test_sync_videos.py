@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from data_pipelines import media
-from data_pipelines.prep import run
+from data_pipelines.prep import inputs
 from synclipmae import inference
 from synclipmae.commands.sync import sync_videos
 from synclipmae.data.corpus import Corpus
@@ -78,7 +78,7 @@ def test_sync_reports_known_offsets_with_their_sign_and_fix_out_puts_them_at_zer
     assert r["confidence"] > 0.5
   assert any("audio lags video by 4 frames (160 ms" in line for line in lines)
   assert any("audio leads video by 12 frames" in line for line in lines)
-  details = json.load(open(tmp_path / "out" / f"{run.video_id(videos[3])}.json"))
+  details = json.load(open(tmp_path / "out" / f"{inputs.video_id(videos[3])}.json"))
   assert len(details["frame_confidence"]) == 100 and details["curve"]["offsets"][0] == -15
   # The last 4 frames' sound (4 frames later) is past the end of the video: no per-frame confidence for them.
   assert details["frame_confidence"][-4:] == [None] * 4 and None not in details["frame_confidence"][:-4]

@@ -50,7 +50,8 @@ def test_the_synthetic_builder_builds_a_corpus_tfds_opens_by_name(tmp_path):
       _assert_same(records.from_example(sources[split][i]), corpus.read(split, i))
   batch = pipeline.make_dataset(corpus, "train", batch_size=2, num_frames=8, process_index=0, process_count=1)[0]
   assert batch["video"].shape == (2, 8, spec.image_size, spec.image_size, 3)
-  with pytest.raises(SystemExit, match="no dataset 'synclipmae_nope'; the project's datasets: synclipmae_synthetic"):
+  with pytest.raises(SystemExit, match="no dataset 'synclipmae_nope'; the project's datasets: synclipmae_celebv_hq, "
+                     "synclipmae_hdtf, synclipmae_lrs3, synclipmae_mead, synclipmae_synthetic, synclipmae_voxceleb2"):
     tfds_build.run(["synclipmae_nope", f"--data_dir={tmp_path}"])
 
 

@@ -46,14 +46,14 @@ def save_tokens(tokens, path: str, model_path: str, step: int) -> None:
 def extract_videos(model, videos: Sequence[str], out: str, *, aligned: bool = False, frame_batch: int = 64,
                    retry_failed: bool = False, quiet: bool = False, echo=print) -> dict[str, int]:
   """The command as a function (`model`: a path or a loaded `Pretrained`); returns counts."""
-  from data_pipelines.prep import run
+  from data_pipelines.prep import inputs
   from synclipmae import inference
   from synclipmae.commands import video_batch
   os.makedirs(out, exist_ok=True)
 
   def extract(pretrained, reader, video):
     tokens = inference.video_tokens(pretrained, video, aligned=aligned, reader=reader, frame_batch=frame_batch)
-    file = run.video_id(video) + ".safetensors"
+    file = inputs.video_id(video) + ".safetensors"
     save_tokens(tokens, os.path.join(out, file), pretrained.path, pretrained.step)
     return {"video": video, "file": file, "num_frames": tokens.num_frames,
             "face_frames": int(len(tokens.frame_index)), "duration_s": round(tokens.duration_s, 3),

@@ -6,7 +6,7 @@
     synclipmae prep --out=/shared/real --finalize_only        # assemble corpus.json by hand
 
 Reruns skip inputs already done (or failed: `--retry_failed`). Exit status 1 when any input of the job failed
-(listed in OUT/failures.jsonl with its stage and reason). The pipeline is in `data_pipelines.prep.run`.
+(listed in OUT/failures.jsonl with its stage and reason). The pipeline is in `data_pipelines.prep` (`run` drives it).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from absl import flags
 
 
 def define_flags() -> None:
-  from data_pipelines.prep import run
-  default = run.PrepConfig()
+  from data_pipelines.prep import settings
+  default = settings.PrepConfig()
   flags.DEFINE_list("input", None, "Input videos: folders (searched recursively), list files (one path per line, "
                     "relative to the list) or video files; comma-separated.")
   flags.DEFINE_string("out", None, "Output corpus directory.", required=True)
@@ -52,16 +52,16 @@ def define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
-  from data_pipelines.prep import run
+  from data_pipelines.prep import parts, run, settings
   try:
     if f.finalize_only:
-      info = run.finalize(f.out)
+      info = parts.finalize(f.out)
       sizes = ", ".join(f"{name} {split['num_clips']} clips" for name, split in info["splits"].items())
       print(f"{f.out}: corpus.json written ({sizes}; {info['inputs']['failed']} failed inputs)")
       sys.exit(1 if info["inputs"]["failed"] else 0)
     if not f.input:
-      raise run.RunError("--input is required (unless --finalize_only)")
-    config = run.PrepConfig(
+      raise settings.RunError("--input is required (unless --finalize_only)")
+    config = settings.PrepConfig(
         size=f.size, max_clip_s=f.max_clip_s, min_clip_s=f.min_clip_s, frame_codec=f.frame_codec,
         jpeg_quality=f.jpeg_quality, allow_silent=f.allow_silent, max_decode_side=f.max_decode_side,
         speaker_pattern=f.speaker_pattern, heldout_speakers=tuple(f.heldout_speakers),
@@ -70,7 +70,7 @@ def main(argv: Sequence[str]) -> None:
     summary = run.run(f.input, f.out, config, shard_index=f.shard_index, num_shards=f.num_shards,
                       num_workers=f.num_workers, retry_failed=f.retry_failed, finalize_when=f.finalize,
                       quiet=f.quiet)
-  except run.RunError as e:
+  except settings.RunError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   print(run.summary_line(summary, f.out))

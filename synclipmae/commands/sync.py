@@ -43,7 +43,7 @@ def sync_videos(model, videos: Sequence[str], *, out: str = "sync_out", json_pat
                 retry_failed: bool = False, quiet: bool = False, echo=print) -> dict[str, int]:
   """The command as a function: scores `videos` (files, folders, list files) with `model` (a path or a loaded
   `Pretrained`); returns counts."""
-  from data_pipelines.prep import run
+  from data_pipelines.prep import inputs
   from synclipmae import inference
   from synclipmae.commands import video_batch
   from synclipmae.eval import sync
@@ -52,7 +52,7 @@ def sync_videos(model, videos: Sequence[str], *, out: str = "sync_out", json_pat
   def score(pretrained, reader, video):
     tokens = inference.video_tokens(pretrained, video, aligned=aligned, reader=reader)
     result = sync.score_video(tokens, max_offset=max_offset, window_frames=max(1, round(window_s * tokens.fps)))
-    stem = os.path.join(out, run.video_id(video))
+    stem = os.path.join(out, inputs.video_id(video))
     with open(stem + ".json", "w") as f:
       json.dump(result, f)
     sync.plot_video_sync(result, stem + ".png")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-BUILDERS = ("data_pipelines.synthetic.tfds_builder",)  # Modules whose import registers the project's builders.
+BUILDERS = ("data_pipelines.synthetic.tfds_builder", "data_pipelines.corpora.catalog")  # Modules whose import registers the project's builders.
 
 
 def run(argv: Sequence[str]) -> None:

@@ -18,10 +18,10 @@ from synclipmae.data.corpus import append_jsonl, read_jsonl
 
 def list_videos(specs: Sequence[str]) -> list[str]:
   """Video paths from files, folders and list files (`synclipmae prep --input` rules), in a stable order."""
-  from data_pipelines.prep import run
+  from data_pipelines.prep import inputs, settings
   try:
-    return [item.path for item in run.list_inputs(list(specs))]
-  except run.RunError as e:
+    return [item.path for item in inputs.list_inputs(list(specs))]
+  except settings.RunError as e:
     raise ValueError(str(e)) from None
 
 
