@@ -96,6 +96,11 @@ def test_a_folder_without_videos_where_the_layout_puts_them_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"synclipmae_lrs3: no videos under --manual_dir=.*LRS3 where the "
                      r"layout puts them \(train: pretrain/\*/\*.mp4, trainval/\*/\*.mp4; test: test/\*/\*.mp4\)"):
     builder.list_tasks(epath.Path(tmp_path / "LRS3"))
+  hdtf = catalog.SynclipmaeHdtf(data_dir=str(tmp_path / "tfds"))
+  _touch(tmp_path / "HDTF", ["holiday.mp4", "beach party.mp4"])
+  with pytest.raises(ValueError, match=r"synclipmae_hdtf: none of the 2 videos under --manual_dir=.*HDTF names a "
+                     r"speaker as .* reads it, e.g. 'beach party.mp4'"):
+    hdtf.list_tasks(epath.Path(tmp_path / "HDTF"))
 
 
 def _touch(root, keys):
@@ -116,14 +121,17 @@ def test_voxceleb2_identities_and_its_disjoint_test_set(tmp_path):
   root = tmp_path / "vox2"
   _touch(root, ["dev/mp4/id00012/21Uxsk56VDQ/00001.mp4", "dev/mp4/id00012/zzZZ-9_aaaa/00002.mp4",
                 "dev/mp4/id00015/0fRfr5ef6hQ/00001.mp4", "test/mp4/id00017/01dfn2spqyE/00001.mp4",
-                "dev/aac/id00012/21Uxsk56VDQ/00001.m4a", "vox2_meta.csv"])
+                "dev/aac/id00012/21Uxsk56VDQ/00001.m4a", "vox2_meta.csv",
+                "dev/mp4/id00017/5tHh0A2m3YI/00001.mp4"])  # A test identity also in dev: held out with its videos.
   builder, listed, failures = _listing(catalog.SynclipmaeVoxceleb2, root)
-  assert not failures and set(listed) == {k for k in listed if k.endswith(".mp4")} and len(listed) == 4
+  assert not failures and set(listed) == {k for k in listed if k.endswith(".mp4")} and len(listed) == 5
+  assert listed["dev/mp4/id00017/5tHh0A2m3YI/00001.mp4"][:2] == ("heldout", "id00017")
   assert listed["test/mp4/id00017/01dfn2spqyE/00001.mp4"] == ("heldout", "id00017", {"youtube_id": "01dfn2spqyE"})
   assert listed["dev/mp4/id00012/zzZZ-9_aaaa/00002.mp4"][1:] == ("id00012", {"youtube_id": "zzZZ-9_aaaa"})
   for key, (split, speaker, _) in listed.items():
-    assert split == builder.LAYOUT.split_of("test" if key.startswith("test/") else "train", speaker)
-    assert split == "heldout" if key.startswith("test/") else split in ("train", "validation")
+    if speaker != "id00017":
+      assert split == builder.LAYOUT.split_of("test" if key.startswith("test/") else "train", speaker)
+      assert split == "heldout" if key.startswith("test/") else split in ("train", "validation")
 
 
 def test_hdtf_speakers_join_a_persons_videos_and_keep_radio_hosts_apart(tmp_path):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -71,9 +72,8 @@ class Layout:
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-  """One input of a build: the video, its split and the metadata its clips carry besides prep's own."""
+  """One input of a build: the video and the metadata its clips carry besides prep's own."""
   item: inputs.Input
-  split: str
   metadata: Mapping[str, Any]
 
 
@@ -121,29 +121,43 @@ class PrepBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return {}
 
   def list_tasks(self, manual_dir: epath.Path) -> tuple[dict[str, list[Task]], list[dict[str, Any]]]:
-    """({split: its inputs, sorted by key}, failures entries of inputs whose path names no speaker)."""
+    """({split: its inputs, sorted by key}, failures entries of inputs whose path names no speaker).
+
+    A speaker of the official test set is held out with all their videos, wherever the others lie, so no split
+    shares a speaker even where a corpus's own splits do (logged with the count)."""
     speaker_of = inputs.SpeakerPattern(self.LAYOUT.speaker_pattern)
-    tasks: dict[str, list[Task]] = {split: [] for split in SPLITS}
-    failures, seen = [], set()
+    found: dict[str, tuple[inputs.Input, str, str]] = {}  # key -> (input, official split, speaker)
+    failures = []
     for official, patterns in self.LAYOUT.official.items():
       for pattern in patterns:
         for path in sorted(manual_dir.glob(pattern)):
           key = path.relative_to(manual_dir).as_posix()
-          if key in seen or path.suffix.lower() not in inputs.VIDEO_EXTENSIONS:
+          if key in found or path.suffix.lower() not in inputs.VIDEO_EXTENSIONS:
             continue
-          seen.add(key)
           item = inputs.Input(key, str(path))
           try:
-            split = self.LAYOUT.split_of(official, speaker_of(item))
+            found[key] = (item, official, speaker_of(item))
           except decode.PrepError as e:
             failures.append(process.failure_entry(item, e.stage, e.reason))
-            continue
-          tasks[split].append(Task(item, split, self.clip_metadata(manual_dir, key)))
-    if not seen:
+    if failures and not found:
+      raise ValueError(f"{self.name}: none of the {len(failures)} videos under --manual_dir={manual_dir} names a "
+                       f"speaker as {self.LAYOUT.speaker_pattern!r} reads it, e.g. {failures[0]['input']!r}.\n"
+                       f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    if not found:
       wanted = "; ".join(f"{o}: {', '.join(p)}" for o, p in self.LAYOUT.official.items())
       raise FileNotFoundError(f"{self.name}: no videos under --manual_dir={manual_dir} where the layout puts them "
                               f"({wanted}).\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    return {split: sorted(t, key=lambda t: t.item.key) for split, t in tasks.items() if t}, failures
+    test_speakers = {speaker for _, official, speaker in found.values() if official == "test"}
+    moved = sum(official != "test" and speaker in test_speakers for _, official, speaker in found.values())
+    if moved:
+      logging.warning("%s: %d videos outside the official test set are of its speakers: held out with them",
+                      self.name, moved)
+    tasks: dict[str, list[Task]] = {split: [] for split in SPLITS}
+    for key in sorted(found):
+      item, official, speaker = found[key]
+      split = "heldout" if speaker in test_speakers else self.LAYOUT.split_of(official, speaker)
+      tasks[split].append(Task(item, self.clip_metadata(manual_dir, key)))
+    return {split: split_tasks for split, split_tasks in tasks.items() if split_tasks}, failures
 
   def _download_and_prepare(self, dl_manager, download_config=None, **kwargs):
     self._beam = download_config is not None and (download_config.beam_options is not None
