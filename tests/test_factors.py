@@ -34,6 +34,22 @@ def test_probe_recovers_planted_signals_and_is_at_chance_on_shuffled_labels():
   assert abs(shuffled_acc["score"] - 0.25) < 0.06
 
 
+def test_relative_pose_ignores_what_each_identity_adds_to_token_and_pose():
+  """A token that follows the head, plus a per-identity offset in both token and pose that no probe can know for
+  an unseen identity: absolute R^2 suffers from the offsets, the identity-relative score does not."""
+  x, continuous, _, identity, _ = _planted()
+  rng = np.random.default_rng(2)
+  offsets = rng.normal(scale=3.0, size=(8, 2))[identity]
+  pose = continuous + offsets  # The true pose: motion + the identity's own offset (face size, height).
+  token = np.concatenate([x[:, :3], rng.normal(scale=3.0, size=(8, 2))[identity]], 1)  # Unrelated offsets.
+  folds = probes.folds(identity, by="speaker")
+  absolute = factors.probe(token, pose, "r2", folds)["score"]
+  relative = factors.probe(factors.centred(token, identity), factors.centred(pose, identity), "r2", folds)["score"]
+  assert absolute < 0.3 and relative > 0.95
+  centred = factors.centred(pose, identity)
+  assert all(np.allclose(centred[identity == i].mean(0), 0) for i in range(8))
+
+
 def test_folds_hold_out_identities_for_motion_and_clips_for_identity():
   _, _, _, identity, clip = _planted()
   by_identity = probes.folds(identity, by="speaker")
@@ -48,7 +64,7 @@ def test_factor_matrix_of_a_pretrained_model(trained_run, tmp_path):
   pretrained = inference.load_pretrained(trained_run["export"])
   result = factors.evaluate(pretrained, Corpus(trained_run["corpus"]), "heldout")
   assert result["num_identities"] == 4 and result["missing_factors"] == []
-  assert set(result["matrix"]) == set(factors.TOKENS) and set(result["metric"]) == set(factors.FACTORS)
+  assert set(result["matrix"]) == set(factors.TOKENS) and set(result["metric"]) == {*factors.FACTORS, "pose_rel"}
   assert result["matrix"]["z_id"]["identity"] > 0.9  # Identity is what z_id is for, and the easiest factor.
   assert result["matrix"]["audio"]["mouth"] > 0.2  # The audio token hears the mouth of unseen identities.
   written = factors.write_results(result, tmp_path)

@@ -11,6 +11,11 @@ did not see:
 Continuous factors are scored by R^2 (mean over their columns; per column in `details`), discrete ones by
 accuracy (a ridge regression onto one-hot targets, argmax: a linear classifier). Tokens come from
 `Pretrained.encode_frames` / `encode_audio`, the inference path every tool uses.
+
+`pose_rel` scores head pose relative to each identity's own mean pose, from tokens centred per identity. The
+renderer gives each identity its own face size and height, which the absolute pose's scale and ty carry; across
+unseen identities a probe of absolute pose must also guess that offset, which no token of one frame may reveal.
+`pose_rel` asks only whether the token follows the head as it moves.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ TOKENS = ("z_id", "z_voc", "z_amb", "audio")
 # name: (per-frame label, kind). Pose is (tx, ty, rotation, scale); mouth is (open, width, round).
 FACTORS = {"identity": ("identity", "class"), "mouth": ("mouth", "r2"), "viseme": ("viseme", "class"),
            "pose": ("pose", "r2"), "blink": ("blink", "r2"), "expression": ("expression", "class")}
+RELATIVE = ("pose",)  # Also scored relative to each identity's mean, as "pose_rel" (module docstring).
+ORDER = ("identity", "mouth", "viseme", "pose", "pose_rel", "blink", "expression")  # Columns of tables and plots.
 
 
 def collect(pretrained, corpus, split: str, max_clips: int | None = None) -> dict[str, Any]:
@@ -50,6 +57,15 @@ def collect(pretrained, corpus, split: str, max_clips: int | None = None) -> dic
   return {"tokens": {k: np.concatenate(v).astype(np.float64) for k, v in tokens.items()},
           "labels": {n: np.concatenate(v) for n, v in labels.items() if n not in missing},
           "identity": np.concatenate(identity), "clip": np.concatenate(clip_index), "missing": missing}
+
+
+def centred(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+  """Rows of x minus the mean of their group's rows (e.g. per identity), as float64."""
+  out = np.array(x, np.float64).reshape(len(x), -1)
+  for g in np.unique(groups):
+    rows = groups == g
+    out[rows] -= out[rows].mean(0)
+  return out
 
 
 def _ridge_predict(x_train, y_train, x_test, alpha: float) -> np.ndarray:
@@ -111,10 +127,19 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, max_clips: int | Non
       details[token][name] = result
       chance[name] = round(result["chance"], 4)
     metric[name] = "accuracy" if kind == "class" else "R^2"
+  for name in RELATIVE:
+    if name in data["labels"]:
+      y = centred(data["labels"][name], data["identity"])
+      for token in TOKENS:
+        result = probe(centred(data["tokens"][token], data["identity"]), y, "r2", by_identity, alpha)
+        matrix[token][f"{name}_rel"] = round(result["score"], 4)
+        details[token][f"{name}_rel"] = result
+      metric[f"{name}_rel"], chance[f"{name}_rel"] = "R^2", 0.0
   return {"matrix": matrix, "metric": metric, "chance": chance, "details": details, "split": split,
           "num_frames": int(len(data["identity"])), "num_identities": int(len(identities)),
           "num_clips": int(len(np.unique(data["clip"]))), "missing_factors": data["missing"],
-          "folds": "motion factors: 2 folds by identity; identity: 2 folds by clip within identity",
+          "folds": "motion factors: 2 folds by identity; identity: 2 folds by clip within identity; "
+                   "pose_rel: tokens and pose centred per identity, 2 folds by identity",
           "alpha": alpha}
 
 
@@ -127,7 +152,7 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike, name: str 
   out_dir.mkdir(parents=True, exist_ok=True)
   json_path, png_path = out_dir / f"{name}.json", out_dir / f"{name}.png"
   json_path.write_text(json.dumps(result, indent=1))
-  factors = [f for f in FACTORS if f in result["metric"]]
+  factors = [f for f in ORDER if f in result["metric"]]
   values = np.array([[result["matrix"][t][f] for f in factors] for t in TOKENS])
   fig = Figure(figsize=(1.1 * len(factors) + 1.5, 4.0))
   ax = fig.subplots()
@@ -148,7 +173,7 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike, name: str 
 
 def format_matrix(result: dict[str, Any], factors: Sequence[str] | None = None) -> str:
   """The matrix as a markdown table (BENCHMARKS.md rows)."""
-  factors = list(factors or [f for f in FACTORS if f in result["metric"]])
+  factors = list(factors or [f for f in ORDER if f in result["metric"]])
   lines = ["| token | " + " | ".join(f"{f} ({result['metric'][f]})" for f in factors) + " |",
            "|---|" + "---|" * len(factors)]
   for token in TOKENS:
