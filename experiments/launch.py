@@ -175,7 +175,8 @@ def tpu_vm_commands(units: list[WorkUnit], config: str, workdir: str, *, tpu: st
   where = [f"--zone={zone}", *([f"--project={project}"] if project else [])]
   ssh = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", tpu, *where, "--worker=all", "--command"]
   archive = f"/tmp/{REMOTE_DIR}.tar.gz"
-  extras = " && .venv/bin/pip install --quiet -e '.[gcs]'" if "://" in workdir else ""  # gs:// workdir (storage.py)
+  urls = "://" in workdir or any("://" in o for u in units for o in u.overrides)  # gs:// workdir or corpus
+  extras = " && .venv/bin/pip install --quiet -e '.[gcs]'" if urls else ""  # (synclipmae/storage.py)
   commands = [
       ["git", "-C", REPO, "archive", "--format=tar.gz", f"--output={archive}", "HEAD"],
       ["gcloud", "compute", "tpus", "tpu-vm", "scp", archive, f"{tpu}:~/", *where, "--worker=all"],

@@ -6,18 +6,27 @@ speak gs:// natively; config.json, metrics.jsonl, parameters.txt and the closing
 (its gs:// backend is fsspec + gcsfs: `pip install -e '.[gcs]'`); TensorBoard events through tensorboardX (gs:// via
 google-cloud-storage, which gcsfs brings). Object stores cannot append to an object, so `append_line` rewrites a
 URL's file whole (metrics.jsonl: a few hundred kB at most). Exports (`synclipmae export --out=gs://...`,
-`load_pretrained("gs://...")`) are staged on local disk and copied (`publish`, `fetch`). Corpora are read by
-ArrayRecord, whose released reader opens local files only: keep them on local disk or a gcsfuse mount (README
-"Scaling out").
+`load_pretrained("gs://...")`) are staged on local disk and copied (`publish`, `fetch`). Corpora and audio
+features are read by ArrayRecord, whose released reader opens local files only: a URL's files are copied once into
+a local cache (`stage`; `$SYNCLIPMAE_CACHE`, default ~/.cache/synclipmae) and read there, each host copying the
+splits it opens. Evaluation outputs (JSON, figures) go through `write_json` / `write_figure`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from etils import epath
+
+
+CACHE_ENV = "SYNCLIPMAE_CACHE"
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -67,3 +76,56 @@ def fetch(directory: epath.Path, names: list[str]) -> epath.Path:
     if (directory / name).exists():
       (directory / name).copy(local / name)
   return local
+
+
+def cache_dir() -> Path:
+  """Where URLs' files are staged: `$SYNCLIPMAE_CACHE`, or ~/.cache/synclipmae."""
+  return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "synclipmae")
+
+
+def stage(directory: epath.Path, names: Iterable[str]) -> Path:
+  """A local directory holding the files `names` of the object-storage directory `directory` (for readers that
+  open local files only, such as ArrayRecord's).
+
+  The copy lives in the cache (`cache_dir()/staged/`, one folder per URL) and is reused while the object has the
+  same size and is not newer than it; each file is copied to a private name and renamed, so processes of one host
+  staging the same corpus at once, or a copy killed half-way, never leave a torn file under its real name. A
+  missing file raises FileNotFoundError naming its URL."""
+  digest = hashlib.sha256(str(directory).encode()).hexdigest()[:12]
+  local = cache_dir() / "staged" / f"{directory.name}-{digest}"
+  local.mkdir(parents=True, exist_ok=True)
+  for name in names:
+    source, target = directory / name, local / name
+    if not source.exists():
+      raise FileNotFoundError(f"{source}: no such file")
+    stat = source.stat()
+    if target.exists() and target.stat().st_size == stat.length and stat.mtime <= target.stat().st_mtime:
+      continue
+    partial = target.with_name(f".{name}.{os.getpid()}.partial")
+    source.copy(epath.Path(partial), overwrite=True)
+    os.replace(partial, target)
+  return local
+
+
+def output_dir(location: str | os.PathLike) -> epath.Path:
+  """An evaluation's output directory (local or a URL), created."""
+  out = path(location)
+  out.mkdir(parents=True, exist_ok=True)
+  return out
+
+
+def write_json(file: epath.Path, data: Any) -> str:
+  """`data` as indented JSON into `file` (local or a URL); returns its path."""
+  file.write_text(json.dumps(data, indent=1))
+  return str(file)
+
+
+def write_figure(fig, file: epath.Path, dpi: int = 110) -> str:
+  """Saves a matplotlib figure as PNG into `file` (local or a URL), and returns the path. A pyplot figure is closed;
+  a bare `Figure` needs no closing (and pyplot, hence a notebook's backend, is then left alone)."""
+  with file.open("wb") as f:
+    fig.savefig(f, dpi=dpi, format="png")
+  if fig.canvas.manager is not None:
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+  return str(file)

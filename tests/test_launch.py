@@ -31,7 +31,7 @@ def test_tpu_vm_dry_run_copies_installs_and_runs_every_unit_on_all_workers(capsy
   lines = capsys.readouterr().out.strip().splitlines()
   assert lines[0].startswith("git -C ") and "archive" in lines[0]
   assert lines[1].startswith("gcloud compute tpus tpu-vm scp ") and "--worker=all" in lines[1]
-  assert "make install" in lines[2] and "jax[tpu]==" in lines[2]
+  assert "make install" in lines[2] and "jax[tpu]==" in lines[2] and "[gcs]" not in lines[2]
   for line, seed in zip(lines[3:], (0, 1)):
     assert line.startswith("gcloud compute tpus tpu-vm ssh v5e-64 --zone=us-west4-a --project=lab --worker=all")
     assert f"--workdir=/mnt/shared/runs/seed{seed} --config.seed={seed} --distributed" in line
@@ -41,6 +41,11 @@ def test_tpu_vm_dry_run_copies_installs_and_runs_every_unit_on_all_workers(capsy
   lines = capsys.readouterr().out.strip().splitlines()
   install, run = (shlex.split(line)[-1] for line in lines[2:4])  # The remote commands.
   assert "pip install --quiet -e '.[gcs]'" in install and "--workdir=gs://bucket/runs/run " in run
+  # A corpus on object storage with a workdir on a shared mount: the extra too (it reads the corpus).
+  assert launch.main(["--workdir=/mnt/shared/runs", "--set=data.dir=gs://bucket/corpora/lrs3", "--executor=tpu_vm",
+                      "--tpu=t", "--zone=z", "--dry_run"]) == 0
+  install = shlex.split(capsys.readouterr().out.strip().splitlines()[2])[-1]
+  assert "pip install --quiet -e '.[gcs]'" in install
   with pytest.raises(SystemExit):  # The local executor keeps unit logs in the workdir: a URL is refused.
     launch.main(["--workdir=gs://bucket/runs", "--executor=local", "--dry_run"])
 

@@ -36,6 +36,7 @@ import msgpack
 import ml_collections
 import numpy as np
 
+from synclipmae import storage
 from synclipmae.data import records
 from synclipmae.data.corpus import Corpus, ShardWriter
 
@@ -116,11 +117,13 @@ class AudioFeatures:
   """Read access to a finished features directory."""
 
   def __init__(self, directory: str | os.PathLike):
-    self.directory = Path(directory)
-    path = self.directory / FEATURES_FILE
-    if not path.is_file():
+    """`directory`: local, or an object-storage URL whose files are read from a local copy (`storage.stage`)."""
+    self._url = storage.is_url(directory)
+    self.directory = storage.path(directory) if self._url else Path(directory)
+    if not (self.directory / FEATURES_FILE).is_file():
       raise AudioFeaturesError(f"{self.directory}: no {FEATURES_FILE}; not a features directory, or its writer did "
                                "not finish (run `synclipmae precompute-audio`)")
+    path = self._local([FEATURES_FILE]) / FEATURES_FILE
     self.info = json.loads(path.read_text())
     if self.info.get("format_version") != FORMAT_VERSION:
       raise AudioFeaturesError(f"{path}: format_version {self.info.get('format_version')!r} is not supported")
@@ -142,7 +145,17 @@ class AudioFeatures:
   def source(self, split: str):
     """A random-access source of the split's serialized feature records (record i <-> corpus record i)."""
     import grain
-    return grain.sources.ArrayRecordDataSource([str(self.directory / self.info["splits"][split]["file"])])
+    name = self.info["splits"][split]["file"]
+    return grain.sources.ArrayRecordDataSource([str(self._local([name]) / name)])
+
+  def _local(self, names: list[str]) -> Path:
+    """Where these files are read: the directory itself, or the local copy of a URL's (`storage.stage`)."""
+    if not self._url:
+      return self.directory
+    try:
+      return storage.stage(self.directory, names)
+    except FileNotFoundError as e:
+      raise AudioFeaturesError(f"{e.args[0]}: the features directory {self.directory} is incomplete") from None
 
 
 def parse(data: bytes, clip_id: str, where: str) -> np.ndarray:

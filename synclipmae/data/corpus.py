@@ -27,9 +27,11 @@ from typing import Any
 import numpy as np
 from array_record.python import array_record_module
 
+from synclipmae import storage
 from synclipmae.data import records
 
 CORPUS_FILE = "corpus.json"
+TFDS_FILES = ("dataset_info.json", "features.json")  # TFDS's metadata of the dataset directory.
 DEFAULT_NAME = "synclipmae_corpus"
 FILE_FORMAT = "array_record"
 _WRITER_OPTIONS = "group_size:1"  # one record per chunk: cheapest random access.
@@ -265,10 +267,14 @@ class Corpus:
   """Read access to a finished corpus directory."""
 
   def __init__(self, directory: str | os.PathLike):
-    self.directory = Path(directory)
-    info_path = self.directory / CORPUS_FILE
-    if not info_path.is_file():
+    """`directory`: a local path, or an object-storage URL (gs://...), whose files are then read from a local copy
+    (`storage.stage`: the metadata now, each split's records when the split is first read)."""
+    self._url = storage.is_url(directory)
+    self.directory = storage.path(directory) if self._url else Path(directory)  # What messages name.
+    if not (self.directory / CORPUS_FILE).is_file():
       raise CorpusError(f"{self.directory}: no {CORPUS_FILE}; not a corpus, or its writer did not finish")
+    self._local = self._stage([CORPUS_FILE, *TFDS_FILES]) if self._url else self.directory  # What readers open.
+    info_path = self._local / CORPUS_FILE
     self.info = json.loads(info_path.read_text())
     version = self.info.get("schema_version")
     if version == 1:
@@ -278,13 +284,14 @@ class Corpus:
       raise CorpusError(f"{info_path}: schema_version {version!r} is not supported "
                         f"(this code reads {records.SCHEMA_VERSION})")
     self._manifests: dict[str, list[dict[str, Any]]] = {}
+    self._staged: dict[str, Path] = {}  # Split -> the local copy of a URL's split.
 
   @functools.cached_property
   def builder(self):
     """The corpus as a TFDS read-only builder (`builder.info`, `builder.as_data_source(split)`)."""
     import tensorflow_datasets as tfds  # Imported here so that writers need not load it.
     try:
-      return tfds.builder_from_directory(str(self.directory))
+      return tfds.builder_from_directory(str(self._local))
     except Exception as e:  # TFDS raises several types for missing or malformed dataset_info.json.
       raise CorpusError(f"{self.directory}: TFDS cannot open it ({type(e).__name__}: {e})") from None
 
@@ -307,16 +314,31 @@ class Corpus:
       raise CorpusError(f"{self.directory}: no split {split!r}; it has {self.splits}")
     return self.info["splits"][split]
 
+  def _stage(self, names: list[str]) -> Path:
+    """The local copy of these files of a URL's corpus (`storage.stage`)."""
+    try:
+      return storage.stage(self.directory, names)
+    except FileNotFoundError as e:
+      raise CorpusError(f"{e.args[0]}: the corpus {self.directory} is incomplete (or still being copied)") from None
+
+  def _split_files(self, split: str) -> Path:
+    """Where the split's manifest and shards are read: the corpus itself, or the local copy of a URL's (staged
+    once per `Corpus`)."""
+    files = self._split(split)
+    if self._url and split not in self._staged:
+      self._staged[split] = self._stage([files["manifest"], *files["shards"]])
+    return self._staged.get(split, self._local)
+
   def shard_paths(self, split: str) -> list[str]:
-    paths = [self.directory / name for name in self._split(split)["shards"]]
-    for path in paths:
-      if not path.is_file():
-        raise CorpusError(f"{path}: shard listed in {CORPUS_FILE} is missing")
-    return [str(p) for p in paths]
+    local = self._split_files(split)
+    for name in self._split(split)["shards"]:
+      if not (local / name).is_file():
+        raise CorpusError(f"{self.directory / name}: shard listed in {CORPUS_FILE} is missing")
+    return [str(local / name) for name in self._split(split)["shards"]]
 
   def manifest(self, split: str) -> list[dict[str, Any]]:
     if split not in self._manifests:
-      path = self.directory / self._split(split)["manifest"]
+      path = self._split_files(split) / self._split(split)["manifest"]
       with open(path) as f:
         self._manifests[split] = [json.loads(line) for line in f if line.strip()]
       expected = self._split(split)["num_clips"]

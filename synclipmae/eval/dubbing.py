@@ -19,14 +19,13 @@ Side-by-side mp4s (target | audio-driven dub | video-driven dub | truth, with B'
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from typing import Any
 
 import numpy as np
 
-from synclipmae import dubbing, inference
+from synclipmae import dubbing, inference, storage
 from synclipmae.eval import swaps
 
 DRIVINGS = ("audio", "video")
@@ -135,9 +134,11 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, num_pairs: int = 32,
                         **_sync(pretrained, control.frames, audio, os.path.join(scratch, "delayed.mp4"))}
       rows.append(row)
       if videos_dir is not None and n < num_videos:
-        path = os.path.join(videos_dir, f"dub_{n:02d}_{a.clip_id}_with_{b.clip_id}.mp4")
-        media.write_mp4(path, side_by_side([frames, dubs["audio"], dubs["video"], truth_frames]), audio)
-        row["side_by_side"] = path
+        written = os.path.join(scratch, "side_by_side.mp4")  # Then copied: `videos_dir` may be a URL.
+        media.write_mp4(written, side_by_side([frames, dubs["audio"], dubs["video"], truth_frames]), audio)
+        path = storage.output_dir(videos_dir) / f"dub_{n:02d}_{a.clip_id}_with_{b.clip_id}.mp4"
+        storage.path(written).copy(path, overwrite=True)
+        row["side_by_side"] = str(path)
       if log:
         log(f"pair {n + 1}/{len(pairs)} {a.clip_id} <- {b.clip_id}: mouth PSNR audio {row['audio']['mouth_psnr']:.2f}"
             f" / video {row['video']['mouth_psnr']:.2f} / undubbed {row['undubbed']['mouth_psnr']:.2f} dB; offsets "
@@ -195,10 +196,8 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[st
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  os.makedirs(out_dir, exist_ok=True)
-  json_path, png_path = os.path.join(out_dir, "dubbing.json"), os.path.join(out_dir, "dubbing.png")
-  with open(json_path, "w") as f:
-    json.dump(result, f, indent=1)
+  out = storage.output_dir(out_dir)
+  json_path = storage.write_json(out / "dubbing.json", result)
   floor = np.array([r["undubbed"]["mouth_psnr"] for r in result["pairs"]])
   fig, ax = plt.subplots(figsize=(5, 4.5))
   for kind, marker in zip(DRIVINGS, ("o", "s")):
@@ -212,6 +211,4 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[st
   ax.set_title(f"dubbing, {result['split']} split ({result['num_pairs']} pairs)", fontsize=9)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(png_path, dpi=110)
-  plt.close(fig)
-  return {"json": json_path, "png": png_path}
+  return {"json": json_path, "png": storage.write_figure(fig, out / "dubbing.png")}

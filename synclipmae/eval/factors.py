@@ -20,13 +20,13 @@ unseen identities a probe of absolute pose must also guess that offset, which no
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from synclipmae import storage
 from synclipmae.eval import probes
 
 TOKENS = ("z_id", "z_voc", "z_amb", "audio")
@@ -146,12 +146,8 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, max_clips: int | Non
 def write_results(result: dict[str, Any], out_dir: str | os.PathLike, name: str = "factors") -> dict[str, str]:
   """NAME.json and NAME.png (the token x factor heatmap, R^2 clipped at 0) into `out_dir`."""
   from matplotlib.figure import Figure
-
-  from synclipmae import storage
-  out_dir = storage.path(out_dir)  # Local or a URL (pretraining's closing evaluation of a gs:// workdir).
-  out_dir.mkdir(parents=True, exist_ok=True)
-  json_path, png_path = out_dir / f"{name}.json", out_dir / f"{name}.png"
-  json_path.write_text(json.dumps(result, indent=1))
+  out = storage.output_dir(out_dir)  # Local or a URL (pretraining's closing evaluation of a gs:// workdir).
+  json_path = storage.write_json(out / f"{name}.json", result)
   factors = [f for f in ORDER if f in result["metric"]]
   values = np.array([[result["matrix"][t][f] for f in factors] for t in TOKENS])
   fig = Figure(figsize=(1.1 * len(factors) + 1.5, 4.0))
@@ -166,9 +162,7 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike, name: str 
                "(chance: " + ", ".join(f"{f} {result['chance'][f]:.2f}" for f in factors if result['chance'][f]) + ")",
                fontsize=8)
   fig.tight_layout()
-  with png_path.open("wb") as f:
-    fig.savefig(f, dpi=110, format="png")
-  return {"json": str(json_path), "plot": str(png_path)}
+  return {"json": json_path, "plot": storage.write_figure(fig, out / f"{name}.png")}
 
 
 def format_matrix(result: dict[str, Any], factors: Sequence[str] | None = None) -> str:

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from synclipmae import storage
+
 KINDS = ("class", "multilabel", "regression")
 TOKENS = ("z_id", "z_voc", "z_amb", "audio")
 POOLS = ("mean", "frame")
@@ -430,17 +432,16 @@ def draw(ax, result: Mapping[str, Any], group: str, name: str) -> None:
 def write_results(result: Mapping[str, Any], out_dir: str | os.PathLike) -> dict[str, str]:
   """probe_TOKENS_LABEL.json and .png (`draw`) per probe into `out_dir`."""
   from matplotlib.figure import Figure
-  os.makedirs(out_dir, exist_ok=True)
+  out = storage.output_dir(out_dir)
   written = {}
   common = {k: v for k, v in result.items() if k != "probes"}
   for group, by_label in result["probes"].items():
     for name, p in by_label.items():
-      base = os.path.join(out_dir, f"probe_{group}_{name}")
-      with open(base + ".json", "w") as f:
-        json.dump({**common, "tokens": group, "label": name, **p}, f, indent=1)
+      base = f"probe_{group}_{name}"
+      written[f"{group}/{name}"] = storage.write_json(out / f"{base}.json",
+                                                      {**common, "tokens": group, "label": name, **p})
       fig = Figure(figsize=(5.0, 4.2))
       draw(fig.subplots(), result, group, name)
       fig.tight_layout()
-      fig.savefig(base + ".png", dpi=110)
-      written[f"{group}/{name}"] = base + ".json"
+      storage.write_figure(fig, out / f"{base}.png")
   return written

@@ -15,11 +15,12 @@ second away. Everything goes through `Pretrained.encode_frames` / `encode_audio`
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import numpy as np
+
+from synclipmae import storage
 
 SECOND = 25  # Frames between the swapped frame and A's reference frame, at least.
 
@@ -165,10 +166,8 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[st
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  os.makedirs(out_dir, exist_ok=True)
-  json_path, png_path = os.path.join(out_dir, "swaps.json"), os.path.join(out_dir, "swaps.png")
-  with open(json_path, "w") as f:
-    json.dump({k: v for k, v in result.items() if k != "_grid"}, f, indent=1)
+  out = storage.output_dir(out_dir)
+  json_path = storage.write_json(out / "swaps.json", {k: v for k, v in result.items() if k != "_grid"})
   g = result["_grid"]
   n, size = g["size"], g["truth"].shape[1]
 
@@ -197,6 +196,4 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[st
                f" dB, audio {a['psnr_truth']:.1f} / {a['psnr_source_a']:.1f} / {a['psnr_source_b']:.1f} dB",
                fontsize=9)
   fig.tight_layout()
-  fig.savefig(png_path, dpi=110)
-  plt.close(fig)
-  return {"json": json_path, "png": png_path}
+  return {"json": json_path, "png": storage.write_figure(fig, out / "swaps.png")}

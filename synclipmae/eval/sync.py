@@ -15,7 +15,6 @@ LSE-D = the minimum over offsets, LSE-C = median - minimum (confidence).
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from synclipmae import masking
+from synclipmae import masking, storage
 from synclipmae.data import pipeline
 from synclipmae.data.corpus import Corpus
 
@@ -235,12 +234,10 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[st
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  from synclipmae import storage
-  out_dir = storage.path(out_dir)  # Local or a URL (pretraining's closing evaluation of a gs:// workdir).
-  out_dir.mkdir(parents=True, exist_ok=True)
+  out = storage.output_dir(out_dir)  # Local or a URL (pretraining's closing evaluation of a gs:// workdir).
   curves = result["_curves"]
-  json_path, png_path = out_dir / "sync_eval.json", out_dir / "sync_eval.png"
-  json_path.write_text(json.dumps({k: v for k, v in result.items() if k != "_curves"} | {"curves": curves}, indent=1))
+  json_path = storage.write_json(out / "sync_eval.json",
+                                 {k: v for k, v in result.items() if k != "_curves"} | {"curves": curves})
   fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
   left.plot(curves["relative_offsets"], curves["mean_similarity"], "o-", ms=3)
   left.axvline(0, color="gray", ls="--")
@@ -254,10 +251,7 @@ def write_results(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[st
             title="examples")
   right.legend(fontsize=8)
   fig.tight_layout()
-  with png_path.open("wb") as f:
-    fig.savefig(f, dpi=110, format="png")
-  plt.close(fig)
-  return {"json": str(json_path), "plot": str(png_path)}
+  return {"json": json_path, "plot": storage.write_figure(fig, out / "sync_eval.png")}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from synclipmae import storage
 from synclipmae.models import vit
 
 CHARS = " 'abcdefghijklmnopqrstuvwxyz"  # Index i + 1 in the CTC vocabulary; 0 is the blank.
@@ -107,7 +108,7 @@ def plot_posteriors(log_probs: np.ndarray, truth: str, read: str, path: str | os
   ax.set_xlabel(f"CTC step ({STEPS_PER_FRAME} per frame)")
   ax.set_title(f"truth: {truth}\nread:  {read}", fontsize=8, loc="left")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  storage.write_figure(fig, storage.path(path))
 
 
 @dataclasses.dataclass
@@ -337,13 +338,10 @@ def write_evaluation(trained: Trained, data: Sequences, split: str, out: str | o
   logits = trained.logits(data.features)
   result = {"split": split, "inputs": trained.info.get("inputs"),
             **evaluate(trained, data, decode, beam_width, logits=logits)}
-  base = os.path.join(out, f"vsr_eval_{split}_{decode}")
-  os.makedirs(out, exist_ok=True)
-  with open(base + ".json", "w") as f:
-    json.dump(result, f, indent=1)
+  out, base = storage.output_dir(out), f"vsr_eval_{split}_{decode}"
   first = result["examples"][0]
-  plot_posteriors(logits[0]["chars"], first["truth"], first["read"], base + ".png")
-  return base + ".json", result
+  plot_posteriors(logits[0]["chars"], first["truth"], first["read"], out / f"{base}.png")
+  return storage.write_json(out / f"{base}.json", result), result
 
 
 def format_evaluation(result: Mapping[str, Any]) -> str:

@@ -10,7 +10,6 @@ last checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -44,8 +43,9 @@ class Interrupted(Exception):
 
 
 def ensure_corpus(data_dir: str) -> Corpus:
-  """The corpus at `data_dir`, generating the default synthetic corpus there if the directory holds none."""
-  if not os.path.exists(os.path.join(data_dir, CORPUS_FILE)):
+  """The corpus at `data_dir`, generating the default synthetic corpus there if the directory holds none (a local
+  one: a URL must name a corpus)."""
+  if not storage.is_url(data_dir) and not os.path.exists(os.path.join(data_dir, CORPUS_FILE)):
     if os.path.isdir(data_dir) and os.listdir(data_dir):
       raise FileNotFoundError(f"{data_dir}: not a corpus (no {CORPUS_FILE}) and not empty; point "
                               "--config.data.dir at a corpus or at an empty/new directory")
