@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -67,15 +66,9 @@ def publish(staging: epath.Path, out: epath.Path, *, last: str) -> None:
   shutil.rmtree(staging)
 
 
-def fetch(directory: epath.Path, names: list[str]) -> epath.Path:
-  """`directory` itself when local; else a local temporary copy of its files `names` (those that exist)."""
-  if not is_url(directory):
-    return directory
-  local = epath.Path(tempfile.mkdtemp(prefix="synclipmae-fetch-"))
-  for name in names:
-    if (directory / name).exists():
-      (directory / name).copy(local / name)
-  return local
+def fetch(directory: epath.Path, names: list[str]) -> Path:
+  """`directory` itself when local; else a local copy of its files `names` (those that exist; `stage`)."""
+  return stage(directory, [name for name in names if (directory / name).exists()])
 
 
 def cache_dir() -> Path:
@@ -84,13 +77,15 @@ def cache_dir() -> Path:
 
 
 def stage(directory: epath.Path, names: Iterable[str]) -> Path:
-  """A local directory holding the files `names` of the object-storage directory `directory` (for readers that
-  open local files only, such as ArrayRecord's).
+  """A local directory holding the files `names` of `directory`: the directory itself when it is local; for an
+  object-storage URL, a copy (for readers that open local files only, such as ArrayRecord's).
 
   The copy lives in the cache (`cache_dir()/staged/`, one folder per URL) and is reused while the object has the
   same size and is not newer than it; each file is copied to a private name and renamed, so processes of one host
   staging the same corpus at once, or a copy killed half-way, never leave a torn file under its real name. A
   missing file raises FileNotFoundError naming its URL."""
+  if not is_url(directory):
+    return Path(directory)
   digest = hashlib.sha256(str(directory).encode()).hexdigest()[:12]
   local = cache_dir() / "staged" / f"{directory.name}-{digest}"
   local.mkdir(parents=True, exist_ok=True)
@@ -99,7 +94,8 @@ def stage(directory: epath.Path, names: Iterable[str]) -> Path:
     if not source.exists():
       raise FileNotFoundError(f"{source}: no such file")
     stat = source.stat()
-    if target.exists() and target.stat().st_size == stat.length and stat.mtime <= target.stat().st_mtime:
+    copied = target.stat() if target.exists() else None
+    if copied and copied.st_size == stat.length and stat.mtime <= copied.st_mtime:
       continue
     partial = target.with_name(f".{name}.{os.getpid()}.partial")
     source.copy(epath.Path(partial), overwrite=True)

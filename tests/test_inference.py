@@ -178,6 +178,7 @@ def test_an_export_goes_to_and_comes_from_object_storage_whole(trained_run, tmp_
   from synclipmae import storage
   bucket = str(tmp_path / "bucket")
   monkeypatch.setattr(storage, "is_url", lambda path: os.fspath(path).startswith(bucket))
+  monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))  # Where load_pretrained stages the export.
   copied = []
   gpath = type(storage.path(bucket))
   real_copy = gpath.copy

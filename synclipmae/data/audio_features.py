@@ -118,8 +118,7 @@ class AudioFeatures:
 
   def __init__(self, directory: str | os.PathLike):
     """`directory`: local, or an object-storage URL whose files are read from a local copy (`storage.stage`)."""
-    self._url = storage.is_url(directory)
-    self.directory = storage.path(directory) if self._url else Path(directory)
+    self.directory = storage.path(directory) if storage.is_url(directory) else Path(directory)
     if not (self.directory / FEATURES_FILE).is_file():
       raise AudioFeaturesError(f"{self.directory}: no {FEATURES_FILE}; not a features directory, or its writer did "
                                "not finish (run `synclipmae precompute-audio`)")
@@ -150,8 +149,6 @@ class AudioFeatures:
 
   def _local(self, names: list[str]) -> Path:
     """Where these files are read: the directory itself, or the local copy of a URL's (`storage.stage`)."""
-    if not self._url:
-      return self.directory
     try:
       return storage.stage(self.directory, names)
     except FileNotFoundError as e:

@@ -269,11 +269,10 @@ class Corpus:
   def __init__(self, directory: str | os.PathLike):
     """`directory`: a local path, or an object-storage URL (gs://...), whose files are then read from a local copy
     (`storage.stage`: the metadata now, each split's records when the split is first read)."""
-    self._url = storage.is_url(directory)
-    self.directory = storage.path(directory) if self._url else Path(directory)  # What messages name.
+    self.directory = storage.path(directory) if storage.is_url(directory) else Path(directory)  # What messages name.
     if not (self.directory / CORPUS_FILE).is_file():
       raise CorpusError(f"{self.directory}: no {CORPUS_FILE}; not a corpus, or its writer did not finish")
-    self._local = self._stage([CORPUS_FILE, *TFDS_FILES]) if self._url else self.directory  # What readers open.
+    self._local = self._stage([CORPUS_FILE, *TFDS_FILES])  # What readers open.
     info_path = self._local / CORPUS_FILE
     self.info = json.loads(info_path.read_text())
     version = self.info.get("schema_version")
@@ -284,7 +283,7 @@ class Corpus:
       raise CorpusError(f"{info_path}: schema_version {version!r} is not supported "
                         f"(this code reads {records.SCHEMA_VERSION})")
     self._manifests: dict[str, list[dict[str, Any]]] = {}
-    self._staged: dict[str, Path] = {}  # Split -> the local copy of a URL's split.
+    self._staged: dict[str, Path] = {}  # Split -> where its files are read.
 
   @functools.cached_property
   def builder(self):
@@ -315,7 +314,7 @@ class Corpus:
     return self.info["splits"][split]
 
   def _stage(self, names: list[str]) -> Path:
-    """The local copy of these files of a URL's corpus (`storage.stage`)."""
+    """Where these files of the corpus are read: its directory, or the local copy of a URL's (`storage.stage`)."""
     try:
       return storage.stage(self.directory, names)
     except FileNotFoundError as e:
@@ -324,10 +323,10 @@ class Corpus:
   def _split_files(self, split: str) -> Path:
     """Where the split's manifest and shards are read: the corpus itself, or the local copy of a URL's (staged
     once per `Corpus`)."""
-    files = self._split(split)
-    if self._url and split not in self._staged:
+    if split not in self._staged:
+      files = self._split(split)
       self._staged[split] = self._stage([files["manifest"], *files["shards"]])
-    return self._staged.get(split, self._local)
+    return self._staged[split]
 
   def shard_paths(self, split: str) -> list[str]:
     local = self._split_files(split)
