@@ -5,6 +5,11 @@ from pathlib import Path
 
 # Before anything imports jax: 8 CPU devices, so sharded code paths run for real (DESIGN.md section 4).
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+# Tests compile many programs and run each for a few steps of a tiny model, so XLA's backend optimisations (LLVM)
+# cost more than they save: the shrunk pretraining step compiles in less than half the time without them (JAX's own test suite runs
+# this way). Inherited by the commands tests run in subprocesses; `trained_run`, which trains for minutes, turns
+# them back on. A value already set wins.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import numpy as np
 import pytest
@@ -81,7 +86,7 @@ def trained_run(tmp_path_factory):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   # One device: strip the 8 fake devices (an all-blank XLA_FLAGS is read as a flags file name, so strip blanks too).
   flags = os.environ["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8", "").strip()
-  env = {**os.environ, "XLA_FLAGS": flags}
+  env = {**os.environ, "XLA_FLAGS": flags, "JAX_DISABLE_MOST_OPTIMIZATIONS": "0"}  # Minutes of training: optimise.
   commands = [
       ["pretrain", "--config=configs/pretrain.py:mu", f"--workdir={workdir}", f"--config.data.dir={corpus}",
        f"--config.train.num_steps={TRAINED_STEPS}", "--config.train.checkpoint_every=100",

@@ -285,7 +285,7 @@ def test_remat_recomputes_the_blocks_without_changing_loss_or_gradients(syntheti
     metrics, grads = jax.jit(fn)(state, batch)
     results.append((jax.device_get(metrics), jax.device_get(grads)))
   (m0, g0), (m1, g1) = results
-  np.testing.assert_allclose(m0["loss"], m1["loss"], rtol=0, atol=1e-6)
+  np.testing.assert_allclose(m0["loss"], m1["loss"], rtol=1e-6, atol=0)  # float32 rounding of a loss of ~35.
   # Recomputed in another fusion: float32 rounding, up to 2.3e-5 relative on one gradient element on some x86 CPUs
   # (a wrong recomputation would differ by orders of magnitude more).
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
