@@ -6,9 +6,9 @@ from pathlib import Path
 # Before anything imports jax: 8 CPU devices, so sharded code paths run for real (DESIGN.md section 4).
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 # Tests compile many programs and run each for a few steps of a tiny model, so XLA's backend optimisations (LLVM)
-# cost more than they save: the shrunk pretraining step compiles in less than half the time without them (JAX's own test suite runs
-# this way). Inherited by the commands tests run in subprocesses; `trained_run`, which trains for minutes, turns
-# them back on. A value already set wins.
+# cost more than they save: the shrunk pretraining step compiles in less than half the time without them (JAX's own
+# test suite runs this way). Inherited by the commands tests run in subprocesses; `trained_run`, which trains for
+# minutes, turns them back on. A value already set wins.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import numpy as np
