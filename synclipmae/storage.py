@@ -37,6 +37,11 @@ def path(location: str | os.PathLike) -> epath.Path:
   return epath.Path(location if is_url(location) else os.path.abspath(location))
 
 
+def as_given(location: str | os.PathLike) -> Path | epath.Path:
+  """A URL as an epath, a local path as given (relative stays relative: what messages name)."""
+  return path(location) if is_url(location) else Path(location)
+
+
 def append_line(file: epath.Path, line: str) -> None:
   """Appends one line (without its newline) to `file`, creating it; rewrites it whole on object storage."""
   if not is_url(file):

@@ -118,7 +118,7 @@ class AudioFeatures:
 
   def __init__(self, directory: str | os.PathLike):
     """`directory`: local, or an object-storage URL whose files are read from a local copy (`storage.stage`)."""
-    self.directory = storage.path(directory) if storage.is_url(directory) else Path(directory)
+    self.directory = storage.as_given(directory)
     if not (self.directory / FEATURES_FILE).is_file():
       raise AudioFeaturesError(f"{self.directory}: no {FEATURES_FILE}; not a features directory, or its writer did "
                                "not finish (run `synclipmae precompute-audio`)")

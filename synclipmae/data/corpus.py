@@ -269,7 +269,7 @@ class Corpus:
   def __init__(self, directory: str | os.PathLike):
     """`directory`: a local path, or an object-storage URL (gs://...), whose files are then read from a local copy
     (`storage.stage`: the metadata now, each split's records when the split is first read)."""
-    self.directory = storage.path(directory) if storage.is_url(directory) else Path(directory)  # What messages name.
+    self.directory = storage.as_given(directory)  # What messages name.
     if not (self.directory / CORPUS_FILE).is_file():
       raise CorpusError(f"{self.directory}: no {CORPUS_FILE}; not a corpus, or its writer did not finish")
     self._local = self._stage([CORPUS_FILE, *TFDS_FILES])  # What readers open.
