@@ -112,3 +112,18 @@ def dub_model(trained_run, tmp_path_factory):
                           capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
   return out
+
+
+SHARED_MODEL_FIXTURES = {"trained_run", "dub_model"}
+
+
+def pytest_collection_modifyitems(config, items):
+  """Under pytest-xdist (`make test`), the tests of the trained model run in one worker, so it is trained once.
+
+  They go first, so that worker starts on them while the other takes the rest; without xdist the order changes
+  only which tests run first.
+  """
+  shared = [item for item in items if SHARED_MODEL_FIXTURES & set(getattr(item, "fixturenames", ()))]
+  for item in shared:
+    item.add_marker(pytest.mark.xdist_group("trained_model"))
+  items[:] = shared + [item for item in items if item not in shared]
