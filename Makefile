@@ -16,10 +16,10 @@ demo: install
 	$(BIN)/synclipmae demo --workdir runs/demo
 
 # Two pytest-xdist workers: the suite is compile-bound (XLA compiles on one core), so two processes use CI's two
-# cores. Tests that share the trained model run in one worker (tests/conftest.py), which builds it once.
+# cores. The trained model the downstream tests share is built once (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist=loadgroup --durations=15 tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
 
 bench: install
 	$(BIN)/python experiments/bench_pipeline.py

@@ -63,67 +63,88 @@ def synthetic_corpus(tmp_path_factory):
 TRAINED_STEPS = 300
 
 
+def built_once(directory: Path, build, fresh: bool = True) -> Path:
+  """`directory`, filled by `build(directory)` once: under a file lock, so pytest-xdist's workers (`make test` runs
+  two) wait for the one that builds and reuse its result. `fresh`: clear what a failed build left first."""
+  import fcntl
+  import shutil
+  done = directory / ".built"
+  with open(directory.parent / f"{directory.name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file closes.
+    if not done.exists():
+      if fresh:
+        shutil.rmtree(directory, ignore_errors=True)
+      directory.mkdir(parents=True, exist_ok=True)
+      build(directory)
+      done.touch()
+  return directory
+
+
+def session_dir(tmp_path_factory, name: str) -> Path:
+  """A path for `name` shared by the session's pytest-xdist workers (their base temp directories share a parent)."""
+  base = tmp_path_factory.getbasetemp()
+  return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+
+
+def _run_cli(args, env=None) -> None:
+  import subprocess
+  import sys
+  repo = Path(__file__).resolve().parent.parent
+  result = subprocess.run([sys.executable, "-m", "synclipmae.cli", *args], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=900)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
   """`mu` pretrained for TRAINED_STEPS steps on a 16-identity synthetic corpus, and its export.
 
   Trained by the real command in a subprocess on one CPU device (about three minutes on 2 cores): long enough that
   whole-clip sync of held-out clips works, so downstream tests and notebooks see a model that has learnt
-  something. Returns {"corpus", "workdir", "export"} (paths).
+  something. Built once per session (`built_once`). Returns {"corpus", "workdir", "export"} (paths).
   """
-  import subprocess
-  import sys
-
   from data_pipelines.synthetic import clips, generate
+
+  def build(root: Path) -> None:
+    corpus, workdir, export = root / "corpus", root / "mu", root / "export"
+    if (export / "model.safetensors").exists():  # A kept run (below).
+      return
+    spec = clips.SyntheticSpec(num_identities=16, num_heldout=4, num_validation=0, clips_per_identity=8, seed=5)
+    generate.generate(spec, corpus, num_workers=2, quiet=True)
+    # One device: strip the 8 fake devices (an all-blank XLA_FLAGS is read as a flags file name, so strip blanks).
+    flags = os.environ["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8", "").strip()
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_DISABLE_MOST_OPTIMIZATIONS": "0"}  # Minutes of training.
+    _run_cli(["pretrain", "--config=configs/pretrain.py:mu", f"--workdir={workdir}", f"--config.data.dir={corpus}",
+              f"--config.train.num_steps={TRAINED_STEPS}", "--config.train.checkpoint_every=100",
+              "--config.eval.num_samples=64"], env)
+    _run_cli(["export", f"--workdir={workdir}", f"--out={export}"], env)
+
   # SYNCLIPMAE_TEST_TRAINED_RUN=DIR keeps the run in DIR and reuses it in later sessions (while editing tests).
   keep = os.environ.get("SYNCLIPMAE_TEST_TRAINED_RUN")
-  root = Path(keep) if keep else tmp_path_factory.mktemp("trained_run")
-  corpus, workdir, export = root / "corpus", root / "mu", root / "export"
-  if keep and (export / "model.safetensors").exists():
-    return {"corpus": corpus, "workdir": workdir, "export": export}
-  spec = clips.SyntheticSpec(num_identities=16, num_heldout=4, num_validation=0, clips_per_identity=8, seed=5)
-  generate.generate(spec, corpus, num_workers=2, quiet=True)
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  # One device: strip the 8 fake devices (an all-blank XLA_FLAGS is read as a flags file name, so strip blanks too).
-  flags = os.environ["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8", "").strip()
-  env = {**os.environ, "XLA_FLAGS": flags, "JAX_DISABLE_MOST_OPTIMIZATIONS": "0"}  # Minutes of training: optimise.
-  commands = [
-      ["pretrain", "--config=configs/pretrain.py:mu", f"--workdir={workdir}", f"--config.data.dir={corpus}",
-       f"--config.train.num_steps={TRAINED_STEPS}", "--config.train.checkpoint_every=100",
-       "--config.eval.num_samples=64"],
-      ["export", f"--workdir={workdir}", f"--out={export}"]]
-  for command in commands:
-    result = subprocess.run([sys.executable, "-m", "synclipmae.cli", *command], cwd=repo, env=env,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-  return {"corpus": corpus, "workdir": workdir, "export": export}
+  if keep:
+    root = built_once(Path(keep).absolute(), build, fresh=False)
+  else:
+    root = built_once(session_dir(tmp_path_factory, "trained_run"), build)
+  return {"corpus": root / "corpus", "workdir": root / "mu", "export": root / "export"}
 
 
 @pytest.fixture(scope="session")
 def dub_model(trained_run, tmp_path_factory):
   """The trained run's export with its decoder fine-tuned for dubbing (60 steps: enough to exercise everything;
   tests/test_dubbing.py and the notebooks)."""
-  import subprocess
-  import sys
-  out = tmp_path_factory.mktemp("dub") / "model"
-  result = subprocess.run([sys.executable, "-m", "synclipmae.cli", "finetune-dub", f"--model={trained_run['export']}",
-                           f"--out={out}", "--max_clips=12", "--steps=60", "--batch_size=32"],
-                          cwd=Path(__file__).resolve().parent.parent,
-                          capture_output=True, text=True, timeout=900)
-  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-  return out
+  def build(root: Path) -> None:
+    _run_cli(["finetune-dub", f"--model={trained_run['export']}", f"--out={root / 'model'}", "--max_clips=12",
+              "--steps=60", "--batch_size=32"])
+  return built_once(session_dir(tmp_path_factory, "dub"), build) / "model"
 
 
 SHARED_MODEL_FIXTURES = {"trained_run", "dub_model"}
 
 
 def pytest_collection_modifyitems(config, items):
-  """Under pytest-xdist (`make test`), the tests of the trained model run in one worker, so it is trained once.
-
-  They go first, so that worker starts on them while the other takes the rest; without xdist the order changes
-  only which tests run first.
-  """
+  """The tests of the trained model go first. Under pytest-xdist (`make test`) its load scheduler hands each
+  worker a first chunk of an eighth of the suite (40 tests), so one worker gets all of them and builds the model
+  while the other takes the rest; `built_once` keeps any other split correct. Without xdist only the order
+  changes."""
   shared = [item for item in items if SHARED_MODEL_FIXTURES & set(getattr(item, "fixturenames", ()))]
-  for item in shared:
-    item.add_marker(pytest.mark.xdist_group("trained_model"))
   items[:] = shared + [item for item in items if item not in shared]
