@@ -1,13 +1,16 @@
 """Is the lip-reading head short of steps? Train it for several budgets on the same frozen inputs; score each on
 validation.
 
-    python experiments/vsr_budget.py --model=runs/ablations/full_s1 --inputs=z_voc --steps=1000,2000,4000,8000
+    python experiments/vsr_budget.py --model=runs/ablations/full_s1 --inputs=z_voc --steps=1000,2000,4000,8000 \
+        [--head=width=64,time_masks=2,feature_drop=0.1 ...]
 
 `synclipmae train-vsr` trains one head for one budget (2000 steps). Here each split's inputs are encoded once and
-a fresh head is trained for every budget in --steps (its own warmup-cosine schedule, as train-vsr would), then
-scored on --split with greedy decoding: CER, WER, viseme error rate, and the training CTC loss at the end. The
-same seed and head for every budget, so the rows differ in steps only. Choosing a budget is a recipe decision, so
-it is judged on validation, never on the test identities. Results: BENCHMARKS.md ("Lip reading").
+a fresh head is trained for every budget in --steps and every head in --head (keyword arguments of
+`synclipmae.eval.vsr.train`; the default head when none is given), each with its own warmup-cosine schedule as
+train-vsr would, then scored on --split with greedy decoding: CER, WER, viseme error rate, and the training CTC
+loss at the end. The same seed for every row, so rows differ in steps and head only. Choosing a budget or a head
+is a recipe decision, so it is judged on validation, never on the test identities. Results: BENCHMARKS.md ("Lip
+reading").
 """
 
 from __future__ import annotations
@@ -25,6 +28,15 @@ from synclipmae.eval import vsr  # noqa: E402
 from synclipmae.inference import load_pretrained  # noqa: E402
 
 
+def parse_head(text: str) -> dict:
+  """"width=64,feature_drop=0.1" -> {"width": 64, "feature_drop": 0.1}."""
+  head = {}
+  for item in filter(None, text.split(",")):
+    key, _, value = item.partition("=")
+    head[key.strip()] = float(value) if "." in value or "e-" in value else int(value)
+  return head
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", required=True, help="an export directory or a pretraining workdir")
@@ -32,6 +44,8 @@ def main() -> None:
   parser.add_argument("--inputs", default="z_voc", choices=vsr.INPUTS)
   parser.add_argument("--steps", default="1000,2000,4000,8000", help="comma-separated budgets")
   parser.add_argument("--split", default="validation", help="where each head is scored")
+  parser.add_argument("--head", action="append", default=[],
+                      help="a head: comma-separated KEY=VALUE arguments of vsr.train (repeat for several)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", help="JSON of the rows (default: print only)")
   args = parser.parse_args()
@@ -44,19 +58,21 @@ def main() -> None:
   print(f"encoded {len(train.clip_ids)} training and {len(held.clip_ids)} {args.split} clips "
         f"({args.inputs}) in {time.time() - start:.0f} s", flush=True)
   rows = []
-  for steps in [int(s) for s in args.steps.split(",")]:
-    losses = []
-    start = time.time()
-    trained = vsr.train(train, steps=steps, seed=args.seed, viseme_names=corpus.label_vocab.get("viseme"),
-                        log_every=max(steps // 4, 1), log=lambda line: losses.append(float(line.split()[-1])))
-    seconds = time.time() - start
-    result = vsr.evaluate(trained, held, "greedy", examples=2)
-    rows.append({"steps": steps, "train_seconds": round(seconds, 1), "final_ctc_loss": losses[-1],
-                 **{k: result.get(k) for k in ("cer", "wer", "viseme_error_rate")}})
-    r = rows[-1]
-    ver = "-" if r["viseme_error_rate"] is None else f"{r['viseme_error_rate']:.1%}"
-    print(f"{steps:6d} steps ({seconds:5.0f} s): CER {r['cer']:.1%}, WER {r['wer']:.1%}, viseme error rate {ver}, "
-          f"training CTC loss per symbol (characters + visemes) {r['final_ctc_loss']:.2f}", flush=True)
+  for head in [parse_head(h) for h in args.head] or [{}]:
+    for steps in [int(s) for s in args.steps.split(",")]:
+      start = time.time()
+      trained = vsr.train(train, steps=steps, seed=args.seed, viseme_names=corpus.label_vocab.get("viseme"),
+                          log=None, **head)
+      seconds = time.time() - start
+      result = vsr.evaluate(trained, held, "greedy", examples=2)
+      rows.append({"head": head, "steps": steps, "train_seconds": round(seconds, 1),
+                   "final_ctc_loss": trained.info["training"]["final_loss"],
+                   **{k: result.get(k) for k in ("cer", "wer", "viseme_error_rate")}})
+      r = rows[-1]
+      ver = "-" if r["viseme_error_rate"] is None else f"{r['viseme_error_rate']:.1%}"
+      print(f"{head or 'default head'}, {steps} steps ({seconds:.0f} s): CER {r['cer']:.1%}, WER {r['wer']:.1%}, "
+            f"viseme error rate {ver}, training CTC loss per symbol (characters + visemes) "
+            f"{r['final_ctc_loss']:.2f}", flush=True)
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

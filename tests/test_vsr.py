@@ -31,6 +31,26 @@ def test_targets():
   assert vsr.viseme_sequence(["sil", "aa", "aa", "PP", "sil", "PP", "PP", "sil"]) == ["aa", "PP", "PP"]
 
 
+def test_augment_masks_spans_of_valid_frames_only():
+  import jax
+  x = np.ones((64, 40, 6), np.float32)
+  valid = np.arange(40)[None] < np.random.default_rng(0).integers(10, 41, size=(64, 1))
+  key = jax.random.key(3)
+  out = np.asarray(vsr.augment(x, valid, key, time_masks=2, mask_frames=5, feature_drop=0.0))
+  hidden = (out == 0).all(-1)
+  assert hidden.any() and not (hidden & ~valid).any()  # Padding is never "masked" (it is ignored anyway).
+  assert ((out == 0) | (out == 1)).all() and (hidden == (out == 0).any(-1)).all()  # Whole frames, nothing else.
+  assert hidden.sum(1).max() <= 10  # Two spans of at most five frames.
+  again = np.asarray(vsr.augment(x, valid, key, time_masks=2, mask_frames=5, feature_drop=0.0))
+  np.testing.assert_array_equal(out, again)  # A pure function of its key.
+  dropped = np.asarray(vsr.augment(x, valid, key, time_masks=0, mask_frames=5, feature_drop=0.25))
+  assert abs((dropped == 0).mean() - 0.25) < 0.02 and np.allclose(dropped[dropped != 0], 1 / 0.75)
+  assert abs(dropped.mean() - 1.0) < 0.03  # Inverted dropout keeps the mean.
+  data = vsr.Sequences(["c0"], [x[0]], ["ab"], None)
+  with pytest.raises(ValueError, match="feature_drop=1.0"):
+    vsr.train(data, feature_drop=1.0, steps=1, log=None)  # Would divide by zero: refused before any work.
+
+
 def _planted(rng, n, length=24, dim=8):
   """Sequences whose frame t shows the character to read (one-hot over the first 4 letters) or nothing."""
   features, texts = [], []

@@ -32,7 +32,10 @@ def define_flags() -> None:
   flags.DEFINE_integer("width", 128, "Head width.")
   flags.DEFINE_integer("depth", 2, "Head Transformer blocks.")
   flags.DEFINE_float("learning_rate", 1e-3, "Peak AdamW learning rate (cosine decay).")
-  flags.DEFINE_integer("seed", 0, "Head initialisation and batch order.")
+  flags.DEFINE_integer("time_masks", 0, "Spans of frames masked per training clip (SpecAugment-style).")
+  flags.DEFINE_integer("mask_frames", 10, "Longest masked span, in frames.")
+  flags.DEFINE_float("feature_drop", 0.0, "Dropout rate on the head's input values during training.")
+  flags.DEFINE_integer("seed", 0, "Head initialisation, batch order and masks.")
   flags.DEFINE_string("out", None, "Output directory (default: MODEL/vsr_INPUTS).")
 
 
@@ -42,13 +45,14 @@ def main(argv: Sequence[str]) -> None:
   train_vsr(f.model, f.out or os.path.join(f.model, f"vsr_{f.inputs}"), inputs=f.inputs, data=f.data,
             transcripts=f.transcripts, train_split=f.train_split, eval_split=f.eval_split, max_clips=f.max_clips,
             steps=f.steps, batch_size=f.batch_size, width=f.width, depth=f.depth, learning_rate=f.learning_rate,
-            seed=f.seed)
+            time_masks=f.time_masks, mask_frames=f.mask_frames, feature_drop=f.feature_drop, seed=f.seed)
 
 
 def train_vsr(model: str, out: str, *, inputs: str = "z_voc", data: str | None = None, transcripts: str | None = None,
               train_split: str = "train", eval_split: str = "validation", max_clips: int | None = None,
               steps: int = 2000, batch_size: int = 32, width: int = 128, depth: int = 2,
-              learning_rate: float = 1e-3, seed: int = 0, log=print) -> dict:
+              learning_rate: float = 1e-3, time_masks: int = 0, mask_frames: int = 10, feature_drop: float = 0.0,
+              seed: int = 0, log=print) -> dict:
   """The command (module docstring) as a function (`synclipmae demo` calls it); returns the evaluation."""
   from synclipmae.commands.eval_factors import default_corpus
   from synclipmae.data.corpus import Corpus
@@ -63,7 +67,8 @@ def train_vsr(model: str, out: str, *, inputs: str = "z_voc", data: str | None =
   log(f"{len(train.clip_ids)} training clips, {len(held.clip_ids)} on {eval_split}; inputs {inputs} "
       f"({train.features[0].shape[-1]} per frame)")
   trained = vsr.train(train, width=width, depth=depth, steps=steps, batch_size=batch_size,
-                      learning_rate=learning_rate, seed=seed, viseme_names=corpus.label_vocab.get("viseme"), log=log)
+                      learning_rate=learning_rate, time_masks=time_masks, mask_frames=mask_frames,
+                      feature_drop=feature_drop, seed=seed, viseme_names=corpus.label_vocab.get("viseme"), log=log)
   trained.info.update({"inputs": inputs, "model": os.path.abspath(model), "corpus": os.path.abspath(data),
                        "train_split": train_split, "transcripts": transcripts})
   vsr.save(trained, out)

@@ -221,14 +221,38 @@ class Trained:
     return out
 
 
+def augment(x: jax.Array, valid: jax.Array, key: jax.Array, *, time_masks: int, mask_frames: int,
+            feature_drop: float) -> jax.Array:
+  """Training-time masking of standardised inputs [B, T, D] (zero is the training mean), as lip readers are
+  trained on small corpora (SpecAugment's time masks): `time_masks` spans of 0..`mask_frames` frames per clip
+  set to zero, and each input value dropped with probability `feature_drop` (inverted dropout). Why: a head
+  without it learns 480 clips by heart in 4000 steps (training loss 0.09 per symbol) and reads no better."""
+  batch, frames = x.shape[:2]
+  start_key, width_key, drop_key = jax.random.split(key, 3)
+  starts = jax.random.randint(start_key, (batch, time_masks, 1), 0, frames)
+  widths = jax.random.randint(width_key, (batch, time_masks, 1), 0, mask_frames + 1)
+  t = jnp.arange(frames)
+  hidden = ((t >= starts) & (t < starts + widths)).any(1) & valid
+  x = jnp.where(hidden[..., None], 0.0, x)
+  if feature_drop:
+    keep = jax.random.bernoulli(drop_key, 1.0 - feature_drop, x.shape)
+    x = jnp.where(keep, x / (1.0 - feature_drop), 0.0)
+  return x
+
+
 def _pad_batch(x: np.ndarray, size: int) -> np.ndarray:
   return np.concatenate([x, np.zeros((size - len(x), *x.shape[1:]), x.dtype)]) if len(x) < size else x
 
 
 def train(data: Sequences, *, width: int = 128, depth: int = 2, num_heads: int = 4, steps: int = 2000,
           batch_size: int = 32, learning_rate: float = 1e-3, weight_decay: float = 0.05, seed: int = 0,
+          time_masks: int = 0, mask_frames: int = 10, feature_drop: float = 0.0,
           viseme_names: Sequence[str] | None = None, log_every: int = 200, log=print) -> Trained:
-  """Trains a head on `data` (AdamW, cosine decay, CTC on characters plus, with `viseme_names`, on visemes)."""
+  """Trains a head on `data` (AdamW, cosine decay, CTC on characters plus, with `viseme_names`, on visemes;
+  inputs masked by `augment` when `time_masks` or `feature_drop` ask for it)."""
+  if time_masks < 0 or mask_frames < 0 or not 0.0 <= feature_drop < 1.0:
+    raise ValueError(f"VSR masking: time_masks={time_masks} and mask_frames={mask_frames} must be >= 0 and "
+                     f"feature_drop={feature_drop} in [0, 1)")
   features = np.concatenate(data.features)
   mean, scale = features.mean(0), features.std(0) + 1e-6
   use_visemes = bool(viseme_names) and data.visemes is not None
@@ -247,7 +271,10 @@ def train(data: Sequences, *, width: int = 128, depth: int = 2, num_heads: int =
   optimizer = nnx.Optimizer(head, optax.adamw(schedule, weight_decay=weight_decay), wrt=nnx.Param)
 
   @nnx.jit
-  def step(head, optimizer, x, valid, labels):
+  def step(head, optimizer, x, valid, labels, key):
+    if time_masks or feature_drop:
+      x = augment(x, valid, key, time_masks=time_masks, mask_frames=mask_frames, feature_drop=feature_drop)
+
     def loss_fn(head):
       logits = head(x, valid)
       paddings = 1.0 - jnp.repeat(valid, STEPS_PER_FRAME, axis=1).astype(jnp.float32)
@@ -259,17 +286,20 @@ def train(data: Sequences, *, width: int = 128, depth: int = 2, num_heads: int =
     optimizer.update(head, grads)
     return loss
 
-  rng = np.random.default_rng(seed)
+  rng, key = np.random.default_rng(seed), jax.random.key(seed)
   for i in range(1, steps + 1):
     rows = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
-    loss = step(head, optimizer, x[rows], valid[rows], {k: (ids[rows], ok[rows]) for k, (ids, ok) in labels.items()})
+    loss = step(head, optimizer, x[rows], valid[rows], {k: (ids[rows], ok[rows]) for k, (ids, ok) in labels.items()},
+                jax.random.fold_in(key, i))
     if log and (i % log_every == 0 or i == steps):
       log(f"vsr step {i}/{steps} ctc loss per symbol {float(loss):.3f}")
   info = {"input_mean": mean.tolist(), "input_scale": scale.tolist(), "in_dim": int(features.shape[-1]),
           "viseme_names": list(viseme_names) if use_visemes else [], "width": width, "depth": depth,
           "num_heads": num_heads, "chars": CHARS, "steps_per_frame": STEPS_PER_FRAME,
           "training": {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
-                       "weight_decay": weight_decay, "seed": seed, "num_clips": len(x)}}
+                       "weight_decay": weight_decay, "seed": seed, "num_clips": len(x),
+                       "time_masks": time_masks, "mask_frames": mask_frames, "feature_drop": feature_drop,
+                       "final_loss": float(loss)}}
   return Trained(head, info)
 
 
