@@ -51,6 +51,18 @@ def test_same_seed_same_corpus_other_seed_differs(small_corpus, tmp_path):
   assert other.metadata["identity_vector"] != clips.make_clip(SMALL, 0).metadata["identity_vector"]
 
 
+def test_runs_started_together_on_a_missing_corpus_agree(small_corpus, tmp_path):
+  # A local sweep whose units all find no default corpus: each generates it, none sees another's half-written shard.
+  from concurrent.futures import ThreadPoolExecutor
+  target = tmp_path / "shared"
+  run = lambda _: generate.generate(SMALL, target, num_workers=1, train_shards=2, heldout_shards=1, quiet=True)
+  with ThreadPoolExecutor(2) as pool:
+    infos = list(pool.map(run, range(2)))
+  assert infos[0]["splits"] == infos[1]["splits"]
+  assert _all_records(corpus_lib.Corpus(target)) == _all_records(small_corpus)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]  # No staging directory left behind.
+
+
 def test_rerun_is_a_no_op_and_other_spec_is_refused(small_corpus, capsys):
   generate.generate(SMALL, small_corpus.directory, num_workers=1)
   assert "nothing to do" in capsys.readouterr().out

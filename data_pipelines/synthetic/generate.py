@@ -2,7 +2,9 @@
 
 Clips are made in worker processes (each clip is a pure function of the spec and its index, so the corpus is the
 same whatever the number of workers) and written in clip order. A finished corpus directory is recognised and
-left alone when the same spec is asked for again; a different spec in the same directory is an error.
+left alone when the same spec is asked for again; a different spec in the same directory is an error. The corpus
+is written into a staging directory beside `out_dir` and moved into place when complete, so runs started together
+on a missing default corpus (a local sweep) never write the same shard at once, and a failed run leaves nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -39,6 +43,21 @@ def _existing(out_dir: Path, spec: clips_lib.SyntheticSpec) -> dict[str, Any] | 
     raise FileExistsError(f"{out_dir} already holds a different corpus ({corpus_lib.CORPUS_FILE} records "
                           f"{info.get('generator')}); choose another --out or delete it")
   return info
+
+
+def _move_into_place(staging: Path, out_dir: Path, spec: clips_lib.SyntheticSpec) -> dict[str, Any] | None:
+  """Moves a finished corpus from `staging` to `out_dir` (renaming the directory when `out_dir` is absent or
+  empty, else file by file with `corpus.json` last); returns the corpus another process put there first, if any."""
+  try:
+    os.rename(staging, out_dir)
+    return None
+  except OSError:  # `out_dir` holds files: a corpus finished meanwhile, or files of the user's.
+    existing = _existing(out_dir, spec)
+    if existing is not None:
+      return existing
+  for name in sorted(os.listdir(staging), key=lambda n: n == corpus_lib.CORPUS_FILE):
+    os.replace(staging / name, out_dir / name)
+  return None
 
 
 def clips_by_split(spec: clips_lib.SyntheticSpec) -> dict[str, list[int]]:
@@ -84,21 +103,27 @@ def generate(spec: clips_lib.SyntheticSpec, out_dir: str | os.PathLike, *, num_w
   if num_workers is None:
     num_workers = os.cpu_count() or 1
   start = time.time()
+  out_dir.parent.mkdir(parents=True, exist_ok=True)
+  staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.generating-", dir=out_dir.parent))
   progress = tqdm.tqdm(total=spec.num_clips, desc="synthetic clips", unit="clip", disable=quiet,
                        mininterval=2.0)
   # "spawn": workers start clean (no inherited espeak or JAX state), the same on every OS.
   pool = multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 1 else None
   try:
     splits = {
-        name: corpus_lib.write_split(out_dir, name, _generate_clips(pool, spec, indices, progress), shards[name],
+        name: corpus_lib.write_split(staging, name, _generate_clips(pool, spec, indices, progress), shards[name],
                                    name=TFDS_NAME)
         for name, indices in per_split.items()}
+    info = corpus_lib.write_corpus_info(staging, splits, name=TFDS_NAME,
+                                        **corpus_info(spec, seconds=round(time.time() - start, 1)))
+    existing = _move_into_place(staging, out_dir, spec)
   finally:
     progress.close()
     if pool is not None:
       pool.terminate()
-  info = corpus_lib.write_corpus_info(out_dir, splits, name=TFDS_NAME,
-                                      **corpus_info(spec, seconds=round(time.time() - start, 1)))
+    shutil.rmtree(staging, ignore_errors=True)
+  if existing is not None:
+    return existing  # Another process finished the same corpus first; ours was the same and is dropped.
   if not quiet:
     frames = sum(s["num_frames"] for s in splits.values())
     print(f"{out_dir}: {spec.num_clips} clips ({frames} frames) of {spec.num_identities} identities "
