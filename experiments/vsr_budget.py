@@ -33,7 +33,13 @@ def parse_head(text: str) -> dict:
   head = {}
   for item in filter(None, text.split(",")):
     key, _, value = item.partition("=")
-    head[key.strip()] = float(value) if "." in value or "e-" in value else int(value)
+    try:
+      head[key.strip()] = int(value)
+    except ValueError:
+      try:
+        head[key.strip()] = float(value)
+      except ValueError:
+        raise argparse.ArgumentTypeError(f"--head={text!r}: {item!r} is not KEY=NUMBER") from None
   return head
 
 
@@ -44,7 +50,7 @@ def main() -> None:
   parser.add_argument("--inputs", default="z_voc", choices=vsr.INPUTS)
   parser.add_argument("--steps", default="1000,2000,4000,8000", help="comma-separated budgets")
   parser.add_argument("--split", default="validation", help="where each head is scored")
-  parser.add_argument("--head", action="append", default=[],
+  parser.add_argument("--head", action="append", default=[], type=parse_head,
                       help="a head: comma-separated KEY=VALUE arguments of vsr.train (repeat for several)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", help="JSON of the rows (default: print only)")
@@ -58,7 +64,7 @@ def main() -> None:
   print(f"encoded {len(train.clip_ids)} training and {len(held.clip_ids)} {args.split} clips "
         f"({args.inputs}) in {time.time() - start:.0f} s", flush=True)
   rows = []
-  for head in [parse_head(h) for h in args.head] or [{}]:
+  for head in args.head or [{}]:
     for steps in [int(s) for s in args.steps.split(",")]:
       start = time.time()
       trained = vsr.train(train, steps=steps, seed=args.seed, viseme_names=corpus.label_vocab.get("viseme"),
