@@ -50,8 +50,9 @@ def quadratic(x: np.ndarray) -> np.ndarray:
   return np.concatenate([x, x[:, rows] * x[:, cols]], axis=1)
 
 
-def frame_labels(corpus: Corpus, split: str, clip_ids: list[str], name: str = "viseme") -> list[np.ndarray]:
-  return [np.asarray(corpus.read(split, i).labels[name]) for i in corpus.find(clip_ids, split)]
+def frame_labels(corpus: Corpus, split: str, clip_ids: list[str], names: tuple[str, ...]) -> list[dict]:
+  """The per-frame labels `names` of each clip (one read of each)."""
+  return [{n: np.asarray(corpus.read(split, i).labels[n]) for n in names} for i in corpus.find(clip_ids, split)]
 
 
 def main() -> None:
@@ -66,37 +67,36 @@ def main() -> None:
   parser.add_argument("--weight_decay", type=float, default=1e-3)
   args = parser.parse_args()
 
-  import jiwer
   pretrained = load_pretrained(args.model)
   corpus = Corpus(args.data or default_corpus(pretrained))
   names = corpus.label_vocab["viseme"]
   data = {s: vsr.collect(pretrained, corpus, s, "pixels" if args.inputs == "mouth" else args.inputs)
           for s in ("train", args.split)}
-  labels = {s: [v.astype(np.int64) for v in frame_labels(corpus, s, data[s].clip_ids)] for s in data}
+  wanted = ("viseme", "mouth") if args.inputs == "mouth" else ("viseme",)
+  read_labels = {s: frame_labels(corpus, s, data[s].clip_ids, wanted) for s in data}
+  labels = {s: [v["viseme"].astype(np.int64) for v in read_labels[s]] for s in data}
   if args.inputs == "mouth":
     for s in data:
-      data[s].features = [v.astype(np.float32) for v in frame_labels(corpus, s, data[s].clip_ids, "mouth")]
+      data[s].features = [v["mouth"].astype(np.float32) for v in read_labels[s]]
   expand = quadratic if args.quadratic else (lambda x: x)
   features = lambda f: expand(with_context(f, args.context))
   x = np.concatenate([features(f) for f in data["train"].features])
   y = np.concatenate(labels["train"])
   head = probes.fit_linear(x, y, "class", weight_decay=args.weight_decay, num_classes=len(names))
-  truth, read, steady, correct, frames = [], [], [], 0, 0
+  truth = data[args.split].visemes  # Each clip's per-frame visemes, runs collapsed and silence dropped.
+  read, steady, correct, frames = [], [], 0, 0
   for clip_features, frame_truth in zip(data[args.split].features, labels[args.split]):
     best = probes.predict(head, features(clip_features), "class").argmax(-1)
     correct, frames = correct + int((best == frame_truth).sum()), frames + len(best)
-    truth.append(" ".join(vsr.viseme_sequence([names[v] for v in frame_truth])))
-    read.append(" ".join(vsr.viseme_sequence([names[v] for v in best])) or "-")
-    steady.append(" ".join(vsr.viseme_sequence([names[v] for v in drop_short_runs(best, 2)])) or "-")
-  usable = [i for i, t in enumerate(truth) if t]
-  ver = jiwer.wer([truth[i] for i in usable], [read[i] for i in usable])
-  ver_steady = jiwer.wer([truth[i] for i in usable], [steady[i] for i in usable])
+    read.append(vsr.viseme_sequence([names[v] for v in best]))
+    steady.append(vsr.viseme_sequence([names[v] for v in drop_short_runs(best, 2)]))
+  ver, ver_steady = vsr.viseme_error_rate(truth, read), vsr.viseme_error_rate(truth, steady)
   majority = np.bincount(np.concatenate(labels[args.split])).max() / frames
   what = f"{args.inputs}{' (quadratic)' if args.quadratic else ''}, context {args.context}"
   print(f"{what}, {args.split} ({len(truth)} clips, {frames} frames): per-frame accuracy "
         f"{correct / frames:.1%} (most frequent viseme {majority:.1%}); viseme error rate, frame by frame "
         f"{ver:.1%}, without one-frame runs {ver_steady:.1%}")
-  print(f"  truth: {truth[0]}\n  read:  {read[0]}")
+  print(f"  truth: {' '.join(truth[0])}\n  read:  {' '.join(read[0])}")
 
 
 if __name__ == "__main__":

@@ -354,11 +354,17 @@ def evaluate(trained: Trained, data: Sequences, decode: str = "greedy", beam_wid
                          list(zip(data.clip_ids, data.texts, hypotheses))[:examples]]}
   names = trained.info["viseme_names"]
   if names and data.visemes is not None:
-    read = [" ".join(names[i - 1] for i in decoder(l["visemes"])) for l in logits]
-    truth = [" ".join(v) for v in data.visemes]
-    usable = [i for i, t in enumerate(truth) if t]
-    result["viseme_error_rate"] = float(jiwer.wer([truth[i] for i in usable], [read[i] or "-" for i in usable]))
+    read = [[names[i - 1] for i in decoder(l["visemes"])] for l in logits]
+    result["viseme_error_rate"] = viseme_error_rate(data.visemes, read)
   return result
+
+
+def viseme_error_rate(truth: Sequence[Sequence[str]], read: Sequence[Sequence[str]]) -> float:
+  """The edit distance of the viseme sequences over the truth's length (jiwer's WER on them), over the clips whose
+  truth has a viseme (jiwer rejects empty references; an empty reading counts as one wrong viseme)."""
+  import jiwer
+  usable = [i for i, t in enumerate(truth) if t]
+  return float(jiwer.wer([" ".join(truth[i]) for i in usable], [" ".join(read[i]) or "-" for i in usable]))
 
 
 def write_evaluation(trained: Trained, data: Sequences, split: str, out: str | os.PathLike, *,
