@@ -2,6 +2,7 @@
 
     python experiments/vsr_ceiling.py --model=runs/ablations/full_s1 --inputs=z_voc [--context=2] [--data=CORPUS]
     python experiments/vsr_ceiling.py --model=runs/ablations/full_s1 --inputs=mouth --quadratic
+    python experiments/vsr_ceiling.py --model=runs/ablations/full_s1 --inputs=pixels --centre_clips
 
 The CTC head of `synclipmae train-vsr` learns from transcripts alone. The synthetic corpus also knows each frame's
 viseme, so a linear classifier fitted on the training clips' frames (each frame's inputs with `--context` frames
@@ -11,9 +12,10 @@ a reader that never has to find the alignment: a yardstick for the CTC head on t
 whether the inputs carry the visemes at all. `--inputs=mouth` reads the renderer's own mouth parameters (opening,
 width, rounding per frame: everything the rendered mouth shows of speech), so its error rate bounds every reader of
 the video of this corpus, however good its tokens; `--quadratic` adds the products of the inputs (for small inputs
-such as these). A reader of real video never gets these labels; this is a diagnostic, not a result. Also printed:
-its per-frame accuracy and that of always answering the most frequent viseme. Results: BENCHMARKS.md ("Lip
-reading").
+such as these); `--centre_clips` subtracts each clip's mean input first (per-utterance mean normalisation, as
+speech front ends do: it removes what is constant over a clip, e.g. a speaker's skin and lip colour). A reader of
+real video never gets these labels; this is a diagnostic, not a result. Also printed: its per-frame accuracy and
+that of always answering the most frequent viseme. Results: BENCHMARKS.md ("Lip reading").
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def main() -> None:
   parser.add_argument("--split", default="validation")
   parser.add_argument("--quadratic", action="store_true", help="add the pairwise products of the inputs")
   parser.add_argument("--weight_decay", type=float, default=1e-3)
+  parser.add_argument("--centre_clips", action="store_true",
+                      help="subtract each clip's mean input first (per-utterance mean normalisation)")
   args = parser.parse_args()
 
   pretrained = load_pretrained(args.model)
@@ -78,6 +82,9 @@ def main() -> None:
   if args.inputs == "mouth":
     for s in data:
       data[s].features = [v["mouth"].astype(np.float32) for v in read_labels[s]]
+  if args.centre_clips:  # What stays constant over a clip (the speaker's look, lighting) says nothing of visemes.
+    for split in data:
+      data[split].features = [f - f.mean(0) for f in data[split].features]
   expand = quadratic if args.quadratic else (lambda x: x)
   features = lambda f: expand(with_context(f, args.context))
   x = np.concatenate([features(f) for f in data["train"].features])
@@ -92,7 +99,8 @@ def main() -> None:
     steady.append(vsr.viseme_sequence([names[v] for v in drop_short_runs(best, 2)]))
   ver, ver_steady = vsr.viseme_error_rate(truth, read), vsr.viseme_error_rate(truth, steady)
   majority = np.bincount(np.concatenate(labels[args.split])).max() / frames
-  what = f"{args.inputs}{' (quadratic)' if args.quadratic else ''}, context {args.context}"
+  what = (f"{args.inputs}{' (quadratic)' if args.quadratic else ''}{', centred per clip' if args.centre_clips else ''}"
+          f", context {args.context}")
   print(f"{what}, {args.split} ({len(truth)} clips, {frames} frames): per-frame accuracy "
         f"{correct / frames:.1%} (most frequent viseme {majority:.1%}); viseme error rate, frame by frame "
         f"{ver:.1%}, without one-frame runs {ver_steady:.1%}")

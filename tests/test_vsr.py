@@ -71,10 +71,16 @@ def test_head_learns_a_planted_reading_and_nothing_from_shuffled_targets():
   train = vsr.Sequences([f"c{i}" for i in range(64)], features[:64], texts[:64], None)
   test = vsr.Sequences([f"t{i}" for i in range(32)], features[64:], texts[64:], None)
   kwargs = dict(width=64, depth=1, num_heads=2, steps=300, batch_size=16, learning_rate=3e-3, log=None)
-  planted = vsr.evaluate(vsr.train(train, **kwargs), test)
+  planted_head = vsr.train(train, **kwargs)
+  planted = vsr.evaluate(planted_head, test)
   assert planted["cer"] < 0.1, planted["examples"][:2]
   shuffled = vsr.Sequences(train.clip_ids, train.features, list(np.array(texts[:64])[rng.permutation(64)]), None)
-  assert vsr.evaluate(vsr.train(shuffled, **kwargs), test)["cer"] > 0.4
+  shuffled_head = vsr.train(shuffled, **kwargs)
+  assert vsr.evaluate(shuffled_head, test)["cer"] > 0.4
+  # The reported training loss is a mean over the last 100 steps, and tells a reader from a memoriser.
+  losses = [h.info["training"] for h in (planted_head, shuffled_head)]
+  assert [l["final_loss_steps"] for l in losses] == [100, 100]
+  assert losses[0]["final_loss"] < losses[1]["final_loss"], losses
 
 
 def test_train_and_eval_vsr_commands(trained_run, tmp_path):

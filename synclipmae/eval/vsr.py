@@ -14,6 +14,7 @@ CTC steps, so a transcript may have up to twice as many symbols as the clip has 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
@@ -287,10 +288,12 @@ def train(data: Sequences, *, width: int = 128, depth: int = 2, num_heads: int =
     return loss
 
   rng, key = np.random.default_rng(seed), jax.random.key(seed)
+  recent = collections.deque(maxlen=100)  # The last steps' losses (device arrays: reading them would stall dispatch).
   for i in range(1, steps + 1):
     rows = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
     loss = step(head, optimizer, x[rows], valid[rows], {k: (ids[rows], ok[rows]) for k, (ids, ok) in labels.items()},
                 jax.random.fold_in(key, i))
+    recent.append(loss)
     if log and (i % log_every == 0 or i == steps):
       log(f"vsr step {i}/{steps} ctc loss per symbol {float(loss):.3f}")
   info = {"input_mean": mean.tolist(), "input_scale": scale.tolist(), "in_dim": int(features.shape[-1]),
@@ -299,7 +302,8 @@ def train(data: Sequences, *, width: int = 128, depth: int = 2, num_heads: int =
           "training": {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
                        "weight_decay": weight_decay, "seed": seed, "num_clips": len(x),
                        "time_masks": time_masks, "mask_frames": mask_frames, "feature_drop": feature_drop,
-                       "final_loss": float(loss)}}
+                       "final_loss": float(np.mean(jax.device_get(list(recent)))),
+                       "final_loss_steps": len(recent)}}
   return Trained(head, info)
 
 
