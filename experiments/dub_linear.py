@@ -86,7 +86,8 @@ def main() -> None:
     a, t = case["a"], case["num_frames"]
     frames, truth = (case[k].astype(np.float32) / 255 for k in ("frames", "truth"))
     psnr["undubbed"].append(eval_dubbing.region_psnr(frames, truth, case["region"]))
-    tokens = None if args.driver == "mouth" else pretrained.encode_clip(a, ("z_voc", "audio"))
+    wanted = ("z_voc", "audio") if args.fit_on == "target" else ("z_voc",)  # A's audio only to fit A's own map.
+    tokens = None if args.driver == "mouth" else pretrained.encode_clip(a, wanted)
     own = mouth_of(a) if args.driver == "mouth" else tokens["z_voc"]
     if args.fit_on == "target":  # All of A's frames (not only the T dubbed), one clip.
       region = dubbing.region_masks(a.mouth_masks, dubbing.DEFAULT_GROW).any(0)
