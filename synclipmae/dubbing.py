@@ -1,26 +1,30 @@
-"""Dubbing: a face's mouth region redrawn by the shared decoder to speak other words.
+"""Dubbing: a face's mouth region made to speak other words, retrieved from its own frames or drawn by the decoder.
 
-For each target frame t the patches over its mouth region are masked and the rest stay visible: the encoder reads
-the visible patches, and the decoder draws the frame from them conditioned on (z_id of a reference frame, z_amb of
-frame t, the driving token): the audio token of the new audio at t (audio-driven) or z_voc of another video's frame
-t (video-driven), the same decoder for both as in pretraining. Only the masked patches change; every other pixel
-is the target's own.
+Two ways (`mode`), one mouth region: the bounding box of each frame's mouth mask (prep: the outer lips dilated by 3 %
+of the crop; the synthetic corpus: the area every mouth opening stays in), optionally grown by `grow` of the crop
+on every side. Every other pixel is the target's own.
 
-Choices the paper leaves open, and ours:
-  * mouth region: the bounding box of each frame's mouth mask (prep: the outer lips dilated by 3 % of the crop;
-    the synthetic corpus: the area every mouth opening stays in), optionally grown by `grow` of the crop on every
-    side; the patches touching it are masked. Every frame of a batch keeps the same number of visible patches
-    (static shapes), so frames with a smaller region also lose the patches nearest it.
+  * "retrieve" (the default): each frame's mouth region is the mean of the target's own frames whose own driving
+    token is nearest the new one and whose z_amb is nearest the frame's (same head pose: `retrieve_mouths`), as
+    Video Rewrite (Bregler et al. 1997) retrieved mouth images of the same speaker by phoneme, with our tokens as
+    the index: the target's own audio tokens for audio-driven dubs, its z_voc for video-driven ones. It needs no
+    fine-tuned decoder, and it is what meets issue 14's targets (test identities, means of two seeds: +4.1 / +4.4
+    dB audio- / video-driven over the undubbed target, all pairs in sync; BENCHMARKS.md "Dubbing by retrieval").
+    It can only show mouths the target shows somewhere in its footage.
+  * "replace" / "residual" (the shared decoder, as the paper dubs): for each target frame t the patches over the
+    mouth region are masked, the encoder reads the visible rest, and the decoder draws the frame from them
+    conditioned on (z_id of a reference frame, z_amb of frame t, the driving token): the audio token of the new
+    audio at t (audio-driven) or z_voc of another video's frame t (video-driven), the same decoder for both as in
+    pretraining. "replace" pastes the drawing of the masked patches; "residual" adds to the target the difference
+    between the drawing with the new driving token and the drawing with the target's own z_voc, so that what the
+    decoder gets wrong in both cancels. With `mu`'s decoder neither is a dub yet (validation: residual +0.04 dB,
+    replace -2.2 dB; the right driver beats a 4-frame-late one by ~0.15 dB; BENCHMARKS.md "Dubbing").
+
+Choices the paper leaves open for the decoder, and ours:
+  * every frame of a batch keeps the same number of visible patches (static shapes), so frames with a smaller
+    region also lose the patches nearest it.
   * reference frame (z_id): the middle frame of the target sequence, one for all its frames (the paper takes the last
     frame of the previous segment when streaming; one fixed frame keeps the identity steady across a clip).
-  * what is pasted (`mode`): "replace" (default) pastes the decoder's drawing of the masked patches; "residual"
-    adds to the target the difference between the drawing with the new driving token and the drawing with the
-    target's own z_voc, so that what the decoder gets wrong in both (skin texture, detail a small decoder blurs)
-    cancels and only the change of mouth is added. On the validation split residual dubs stay near the undubbed
-    target (+0.04 dB) and replace dubs fall 2.2 dB below it; neither mouth follows its driver much (eval-dub's
-    delayed-driver control: +0.15 dB for the right driver, and the replace dubs' 81 % "in sync" is sync failing to
-    place a blurred mouth, not lips on time). Replace is the default: it is what a better decoder will need
-    (BENCHMARKS.md "Dubbing").
   * decoder: pretraining teaches the decoder to fill a *random* three quarters of the frame in normalised pixels
     (loss.norm_pix). `finetune` adapts it (decoder weights only: the encoders, hence every token, sync and probe
     result, stay as exported) to this task: mouth-region masks, a pixel-space loss through the decoder's patch
@@ -51,7 +55,10 @@ from synclipmae.models import vit
 from synclipmae.models.decoder import denormalize
 
 DEFAULT_GROW = 0.0  # Of the crop size, on every side of the mouth-mask bounding box (the masks carry a margin).
-MODES = ("replace", "residual")
+DECODER_MODES = ("replace", "residual")  # Drawn by the decoder: need a model fine-tuned by `finetune-dub`.
+MODES = (*DECODER_MODES, "retrieve")
+RETRIEVE_NEIGHBOURS = 3  # Own frames averaged per dubbed frame (chosen on validation pairs: BENCHMARKS.md).
+RETRIEVE_AMBIENT_WEIGHT = 2.0  # Of the z_amb distance against the driving token's, each over its mean.
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -136,22 +143,60 @@ def patch_pixels(masked: np.ndarray, patch_size: int) -> np.ndarray:
 
 @dataclasses.dataclass
 class Dub:
-  """frames uint8 [T, S, S, 3] (the target outside `region`, the decoder's drawing inside); region bool [T, S, S]
-  (the redrawn pixels); reference: the frame whose z_id conditioned every frame; driven bool [T]: frames redrawn
-  (the others are the target's own)."""
+  """frames uint8 [T, S, S, 3] (the target outside `region`, the new mouth inside); region bool [T, S, S]
+  (the redrawn pixels); reference: the frame whose z_id conditioned every frame (-1 for retrieved mouths); driven
+  bool [T]: frames redrawn (the others are the target's own); sources int [T, k]: for retrieved mouths, the target's
+  own frames each frame's mouth region is the mean of."""
   frames: np.ndarray
   region: np.ndarray
   reference: int
   driven: np.ndarray
+  sources: np.ndarray | None = None
+
+
+def _squared_distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """|x_t - y_s|^2 [T, N]."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  return np.maximum((x * x).sum(1)[:, None] + (y * y).sum(1)[None] - 2 * x @ y.T, 0.0)
+
+
+def _mean_squared_distance(x: np.ndarray, y: np.ndarray) -> float:
+  """The mean of |x_t - y_s|^2 over all pairs (t, s), in closed form (no [T, N] matrix); at least float tiny."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  mean = (x * x).sum(1).mean() + (y * y).sum(1).mean() - 2 * x.mean(0) @ y.mean(0)
+  return max(float(mean), np.finfo(np.float64).tiny)
+
+
+def retrieve_mouths(driving: np.ndarray, own_driving: np.ndarray, ambient: np.ndarray, *,
+                    ambient_weight: float = RETRIEVE_AMBIENT_WEIGHT, neighbours: int = RETRIEVE_NEIGHBOURS,
+                    rows: int = 1024) -> np.ndarray:
+  """int [T, k]: for each target frame t, the k frames s of the target itself whose own driving token
+  own_driving[s] is nearest driving[t] and whose z_amb is nearest the frame's own, ambient[s] to ambient[t] (head
+  pose and lids: the mouth region of a frame in another pose would sit elsewhere), nearest first. Cost: the two
+  squared distances, each divided by its mean over all (t, s), the ambient one weighted by `ambient_weight`.
+  Computed `rows` target frames at a time, so long videos need memory linear in their length."""
+  k = max(1, min(neighbours, len(own_driving)))
+  drive_mean, pose_mean = _mean_squared_distance(driving, own_driving), _mean_squared_distance(ambient, ambient)
+  out = np.empty((len(driving), k), np.int64)
+  for start in range(0, len(driving), rows):
+    part = slice(start, start + rows)
+    cost = (_squared_distances(driving[part], own_driving) / drive_mean +
+            ambient_weight * _squared_distances(ambient[part], ambient) / pose_mean)
+    out[part] = np.argsort(cost, axis=1, kind="stable")[:, :k]
+  return out
 
 
 def dub_frames(pretrained, frames: np.ndarray, face_masks: np.ndarray | None, mouth_masks: np.ndarray | None,
                driving: np.ndarray, driven: np.ndarray | None = None, *, reference: int | None = None,
-               grow: float | None = None, mode: str = "replace", batch_size: int = 64) -> Dub:
+               grow: float | None = None, mode: str = "retrieve", own_driving: np.ndarray | None = None,
+               neighbours: int = RETRIEVE_NEIGHBOURS, ambient_weight: float = RETRIEVE_AMBIENT_WEIGHT,
+               batch_size: int = 64) -> Dub:
   """Redraws the mouth of aligned face crops uint8 [T, S, S, 3] with masks [T, S, S] (None for aligned crops
   without masks: the model's mean mouth position) to follow `driving` [T, Dp] (audio tokens or another video's
   z_voc). driven bool [T]: which frames have a driving token (default all); the rest are returned unchanged.
-  mode: "residual" or "replace" (module docstring)."""
+  mode: "replace", "residual" or "retrieve" (module docstring); own_driving [T, Dp]: for "retrieve", the target
+  frames' own tokens of the driving's kind (their own audio tokens for audio-driven dubs; default their z_voc);
+  neighbours, ambient_weight: `retrieve_mouths`'s."""
   if mode not in MODES:
     raise ValueError(f"dub: mode {mode!r} is not one of {MODES}")
   frames = np.asarray(frames)
@@ -165,6 +210,17 @@ def dub_frames(pretrained, frames: np.ndarray, face_masks: np.ndarray | None, mo
   tokens = pretrained.encode_frames(frames, face_masks, mouth_masks, batch_size=batch_size)
   if mouth_masks is None:  # Aligned crops: where mouths sit in the training corpus's crops.
     mouth_masks = np.repeat(patch_pixels(pretrained.patch_fractions()[1] > 0.05, p), t, 0)
+  if mode == "retrieve":
+    own = tokens["z_voc"] if own_driving is None else np.asarray(own_driving, np.float32)
+    if len(own) != t:
+      raise ValueError(f"dub: {t} target frames but {len(own)} of their own driving tokens")
+    sources = retrieve_mouths(np.asarray(driving, np.float32), own, tokens["z_amb"], neighbours=neighbours,
+                              ambient_weight=ambient_weight)
+    boxes = region_masks(mouth_masks, grow)
+    region = (boxes | boxes[sources].any(1)) & driven[:, None, None]
+    out = frames.copy()
+    out[region] = np.round(frames[sources].astype(np.float32).mean(1)[region]).astype(np.uint8)
+    return Dub(frames=out, region=region, reference=-1, driven=driven, sources=sources)
   masked = masked_patches(region_masks(mouth_masks, grow), p)
   reference = t // 2 if reference is None else int(reference)
   if not 0 <= reference < t:
@@ -390,7 +446,8 @@ def _paste(full: np.ndarray, crop: np.ndarray, region: np.ndarray, transform: np
 
 def dub_video(pretrained, video: str | os.PathLike, out: str | os.PathLike, *, audio: str | None = None,
               driving_video: str | None = None, aligned: bool = False, driving_aligned: bool | None = None,
-              mode: str = "replace", log: Callable[[str], None] | None = print) -> dict[str, Any]:
+              mode: str = "retrieve", retrieve: dict[str, Any] | None = None,
+              log: Callable[[str], None] | None = print) -> dict[str, Any]:
   """`synclipmae dub` as a function: `video`'s mouth redrawn to follow `audio` (a file) or `driving_video`'s mouth,
   written to `out` (mp4) with the new soundtrack (the audio file's, or the driving video's). Returns a summary.
 
@@ -399,14 +456,18 @@ def dub_video(pretrained, video: str | os.PathLike, out: str | os.PathLike, *, a
   driving video) is cut at its end; shorter audio is padded with silence, and target frames past its end, or
   without a driving face, keep their own mouth. Raw videos are dubbed in their aligned crops and pasted back into
   the full frame; aligned crops (`aligned`) are written as crops. Nothing is written unless the whole dub succeeds.
+  retrieve: `retrieve_mouths` settings for mode "retrieve" (neighbours, ambient_weight).
   """
   from data_pipelines import media
   from synclipmae import inference
   if (audio is None) == (driving_video is None):
     raise ValueError("dub: give exactly one of --audio (audio-driven) or --driving_video (video-driven)")
-  if "dubbing" not in pretrained.info:
+  if mode not in MODES:
+    raise ValueError(f"dub: mode {mode!r} is not one of {MODES}")
+  if mode in DECODER_MODES and "dubbing" not in pretrained.info:
     raise ValueError(f"{pretrained.path}: this model's decoder was not fine-tuned for dubbing; make one with "
-                     f"`synclipmae finetune-dub --model={pretrained.path} --out=DUB_MODEL`")
+                     f"`synclipmae finetune-dub --model={pretrained.path} --out=DUB_MODEL`, or dub with "
+                     "--mode=retrieve (the target's own mouths, no decoder)")
   out = Path(out)
   if out.suffix.lower() != ".mp4":
     raise ValueError(f"{out}: the dub is written as mp4; name the output *.mp4")
@@ -416,6 +477,13 @@ def dub_video(pretrained, video: str | os.PathLike, out: str | os.PathLike, *, a
     footage = reader.read(video)
     entries = list(footage.entries)
   num_frames = footage.num_frames
+  own_audio = None  # Retrieval's index of the target's own frames for audio-driven dubs: their own audio tokens.
+  if mode == "retrieve" and audio is not None:
+    if np.any(footage.audio):
+      own_audio = pretrained.encode_audio(footage.audio_track(), num_frames)
+    else:
+      notes.append("the target has no audio track: its frames are indexed by their z_voc for retrieval (audio "
+                   "tokens matched across modalities, less exact)")
   if audio is not None:
     sound = read_audio(audio)
     track, covered = _fit_length(sound, num_frames, spf)
@@ -439,10 +507,22 @@ def dub_video(pretrained, video: str | os.PathLike, out: str | os.PathLike, *, a
       notes.append(f"the driving video has {driving.num_frames} frames, the target {num_frames}: the output keeps "
                    "the target's length")
   dubbed = []
-  for first, frames, face, mouth in entries:
-    index = first + np.arange(len(frames))
-    dub = dub_frames(pretrained, frames, face, mouth, driving_tokens[index], has_driving[index], mode=mode)
-    dubbed.append((first, dub))
+  if mode == "retrieve" and entries:  # One pool: every face frame of the target may lend its mouth to any other.
+    index = np.concatenate([first + np.arange(len(frames)) for first, frames, _, _ in entries])
+    joined = [None if entries[0][k] is None else np.concatenate([e[k] for e in entries]) for k in (1, 2, 3)]
+    whole = dub_frames(pretrained, *joined, driving_tokens[index], has_driving[index], mode=mode,
+                       own_driving=None if own_audio is None else own_audio[index], **(retrieve or {}))
+    start = 0
+    for first, frames, _, _ in entries:
+      part = slice(start, start + len(frames))
+      dubbed.append((first, Dub(frames=whole.frames[part], region=whole.region[part], reference=-1,
+                                driven=whole.driven[part], sources=whole.sources[part])))
+      start += len(frames)
+  else:
+    for first, frames, face, mouth in entries:
+      index = first + np.arange(len(frames))
+      dubbed.append((first, dub_frames(pretrained, frames, face, mouth, driving_tokens[index], has_driving[index],
+                                       mode=mode)))
   face_frames = sum(len(d.frames) for _, d in dubbed)
   redrawn = sum(int(d.driven.sum()) for _, d in dubbed)
   if face_frames < num_frames:

@@ -41,6 +41,24 @@ def test_region_grows_the_mouth_box_and_every_frame_keeps_the_same_visible_patch
     dubbing.region_masks(np.zeros((2, 64, 64), bool), where="clip c7")
 
 
+def test_retrieve_mouths_finds_the_own_frame_with_the_driver_in_the_frames_pose():
+  rng = np.random.default_rng(0)
+  own = rng.normal(size=(40, 8))
+  own[20:] = own[:20]  # Frames s and s + 20 show the same mouth, in two poses (z_amb ten apart on every axis):
+  ambient = rng.normal(scale=0.1, size=(40, 5)) + 10.0 * (np.arange(40) >= 20)[:, None]
+  mouth = rng.integers(20, size=40)  # The mouth each frame must show.
+  driving = own[mouth]
+  sources = dubbing.retrieve_mouths(driving, own, ambient, neighbours=1, ambient_weight=0.5)
+  assert sources.shape == (40, 1) and (sources[:, 0] == mouth + 20 * (np.arange(40) >= 20)).all()
+  # Without the pose term the two frames with that mouth tie (the first wins): the pose term picks the frame's pose.
+  assert (dubbing.retrieve_mouths(driving, own, ambient, neighbours=1, ambient_weight=0.0)[:, 0] == mouth).all()
+  # Nearest first; never more neighbours than frames; the same answer computed a few rows at a time.
+  three = dubbing.retrieve_mouths(driving, own, ambient, neighbours=3)
+  assert three.shape == (40, 3) and (three[:, 0] == sources[:, 0]).all()
+  np.testing.assert_array_equal(three, dubbing.retrieve_mouths(driving, own, ambient, neighbours=3, rows=7))
+  assert dubbing.retrieve_mouths(driving[:2], own[:2], ambient[:2], neighbours=5).shape == (2, 2)
+
+
 def test_finetune_moves_only_the_decoder_towards_the_truth(trained_run, dub_model):
   base, tuned = inference.load_pretrained(trained_run["export"]), inference.load_pretrained(dub_model)
   info = tuned.info["dubbing"]
@@ -63,12 +81,43 @@ def test_dub_frames_redraws_only_the_mouth_region_of_driven_frames(trained_run, 
   frames = a.decode_frames()[:t]
   driving = pretrained.encode_clip(b, ("audio",))["audio"][:t]
   driven = np.arange(t) < t - 5
-  dub = dubbing.dub_frames(pretrained, frames, a.face_masks[:t], a.mouth_masks[:t], driving, driven)
+  dub = dubbing.dub_frames(pretrained, frames, a.face_masks[:t], a.mouth_masks[:t], driving, driven, mode="replace")
   assert dub.frames.shape == frames.shape and dub.reference == t // 2
   np.testing.assert_array_equal(dub.frames[~dub.region], frames[~dub.region])
   np.testing.assert_array_equal(dub.frames[t - 5:], frames[t - 5:])
   assert dub.region[:t - 5].any(axis=(1, 2)).all() and (dub.region[:t - 5] >= a.mouth_masks[:t - 5]).all()
   assert np.abs(dub.frames.astype(int) - frames).max() > 0
+
+
+def test_retrieve_dub_pastes_the_targets_own_mouths_with_any_model(trained_run, tmp_path):
+  pretrained = inference.load_pretrained(trained_run["export"])  # Not fine-tuned for dubbing.
+  corpus = Corpus(trained_run["corpus"])
+  a, b = corpus.read("heldout", 0), corpus.read("heldout", 5)
+  t = min(a.num_frames, b.num_frames, 40)
+  frames, face, mouth = a.decode_frames()[:t], a.face_masks[:t], a.mouth_masks[:t]
+  own = pretrained.encode_clip(a, ("z_voc", "audio"))
+  # Driven by its own z_voc, every frame's nearest own frame is itself: the dub is the target.
+  itself = dubbing.dub_frames(pretrained, frames, face, mouth, own["z_voc"][:t], mode="retrieve", neighbours=1)
+  assert (itself.sources[:, 0] == np.arange(t)).all() and np.array_equal(itself.frames, frames)
+  # Driven by B's audio, indexed by A's own audio: A's pixels outside the region, inside the mean of its sources.
+  driven = np.arange(t) < t - 5
+  dub = dubbing.dub_frames(pretrained, frames, face, mouth, pretrained.encode_clip(b, ("audio",))["audio"][:t],
+                           driven, mode="retrieve", own_driving=own["audio"][:t])
+  assert dub.sources.shape == (t, dubbing.RETRIEVE_NEIGHBOURS) and dub.reference == -1
+  np.testing.assert_array_equal(dub.frames[~dub.region], frames[~dub.region])
+  np.testing.assert_array_equal(dub.frames[t - 5:], frames[t - 5:])
+  mean = np.round(frames[dub.sources].astype(np.float32).mean(1))
+  np.testing.assert_array_equal(dub.frames[dub.region], mean[dub.region])
+  assert (dub.region[:t - 5] >= dubbing.region_masks(mouth[:t - 5])).all() and (dub.frames != frames).any()
+  with pytest.raises(ValueError, match="40 target frames but 39 of their own driving tokens"):
+    dubbing.dub_frames(pretrained, frames, face, mouth, own["z_voc"][:t], mode="retrieve",
+                       own_driving=own["audio"][:t - 1])
+  # `dub` of a silent aligned target: its frames are indexed by z_voc, and it says so.
+  target = _aligned_clip_video(a, tmp_path / "target.mp4", audio=False)
+  summary = dubbing.dub_video(pretrained, target, tmp_path / "dub.mp4", audio=str(_aligned_clip_video(
+      b, tmp_path / "new.mp4")), aligned=True, mode="retrieve", log=None)
+  assert summary["redrawn_frames"] == min(a.num_frames, b.num_frames) and (tmp_path / "dub.mp4").is_file()
+  assert any("no audio track" in note for note in summary["notes"])
 
 
 def _aligned_clip_video(clip, path, audio=True):
@@ -84,7 +133,7 @@ def test_dub_command_writes_the_new_sound_and_names_bad_inputs(trained_run, dub_
   soundfile.write(short, b.audio_float()[:20 * 640], 16000)
   pretrained = inference.load_pretrained(dub_model)
   summary = dubbing.dub_video(pretrained, target, tmp_path / "audio_dub.mp4", audio=str(short), aligned=True,
-                              log=None)
+                              mode="replace", log=None)
   assert summary["redrawn_frames"] == 20 and summary["num_frames"] == a.num_frames
   assert "padded with silence" in summary["notes"][0]
   out = decode.decode(tmp_path / "audio_dub.mp4")
@@ -105,7 +154,7 @@ def test_dub_command_writes_the_new_sound_and_names_bad_inputs(trained_run, dub_
       ((f"--video={target}", f"--aligned", f"--driving_video={noise}", "--driving_aligned=false"), "no face found"),
       ((f"--video={target}", "--aligned", f"--audio={tmp_path / 'none.wav'}"), "none.wav: no such audio file"),
       ((f"--video={target}", "--aligned"), "exactly one of --audio"),
-      ((f"--video={target}", "--aligned", f"--audio={short}", f"--model={trained_run['export']}"),
+      ((f"--video={target}", "--aligned", f"--audio={short}", f"--model={trained_run['export']}", "--mode=replace"),
        "not fine-tuned for dubbing")]:
     out = tmp_path / "bad.mp4"
     failed = run(*args, f"--out={out}")
@@ -113,14 +162,15 @@ def test_dub_command_writes_the_new_sound_and_names_bad_inputs(trained_run, dub_
     assert not out.exists() and not list(tmp_path.glob(".bad.mp4*"))
 
 
-def test_dub_of_a_raw_video_at_another_frame_rate_is_pasted_into_the_full_frame(dub_model, tmp_path):
+@pytest.mark.parametrize("mode", ["replace", "retrieve"])
+def test_dub_of_a_raw_video_at_another_frame_rate_is_pasted_into_the_full_frame(dub_model, tmp_path, mode):
   video = prep_media.astronaut_video(tmp_path / "astronaut.mp4", seconds=2.0, fps=30)
   pretrained = inference.load_pretrained(dub_model)
   new_audio = prep_media.speech(2.0, seed=4, rate=16000)
   path = tmp_path / "new.wav"
   import soundfile
   soundfile.write(path, new_audio, 16000)
-  summary = dubbing.dub_video(pretrained, video, tmp_path / "dub.mp4", audio=str(path), log=None)
+  summary = dubbing.dub_video(pretrained, video, tmp_path / "dub.mp4", audio=str(path), mode=mode, log=None)
   source, out = decode.decode(video), decode.decode(tmp_path / "dub.mp4")
   assert out.frames.shape == source.frames.shape and summary["num_frames"] == 50
   changed = np.abs(out.frames.astype(int) - source.frames).max(-1) > 40
@@ -132,7 +182,7 @@ def test_dub_of_a_raw_video_at_another_frame_rate_is_pasted_into_the_full_frame(
 
 def test_eval_dub_scores_against_the_truth(dub_model, trained_run, tmp_path):
   pretrained = inference.load_pretrained(dub_model)
-  result = dubbing_eval.evaluate(pretrained, Corpus(trained_run["corpus"]), "heldout", num_pairs=2,
+  result = dubbing_eval.evaluate(pretrained, Corpus(trained_run["corpus"]), "heldout", num_pairs=2, mode="replace",
                                  videos_dir=tmp_path, num_videos=1, log=None)
   s = result["summary"]
   assert result["num_pairs"] == 2 and set(s) == {"audio", "video", "undubbed", "truth", "delayed"}

@@ -6,8 +6,8 @@ resuming if WORKDIR/mu holds checkpoints), evaluates zero-shot audio-visual sync
 validation identities (where recipes are chosen), then sync once on the test identities ("heldout", written to
 WORKDIR/mu/test/), and exports the model to WORKDIR/export (`synclipmae.load_pretrained`, `synclipmae sync`).
 Last, every downstream family once, in cheap versions (the full evaluations are commands, BENCHMARKS.md): linear
-probes (WORKDIR/probes), a lip-reading head on z_voc (WORKDIR/vsr), a decoder fine-tuned for dubbing
-(WORKDIR/dub_model) and a dub of a test identity with another's audio beside its truth (WORKDIR/dub).
+probes (WORKDIR/probes), a lip-reading head on z_voc (WORKDIR/vsr) and dubs of test identities with another's
+audio, retrieved from the target's own mouths by the tokens, beside their truth (WORKDIR/dub).
 """
 
 from __future__ import annotations
@@ -84,13 +84,11 @@ def _report_test_split(config, run: str) -> None:
 # about three minutes of CPU; their numbers are not the ones BENCHMARKS.md reports (full data, longer training).
 DEMO_PROBE_CLIPS = 48
 DEMO_VSR = dict(max_clips=64, steps=300, batch_size=16)
-DEMO_DUB = dict(max_clips=32, steps=300, batch_size=32)
-DEMO_DUB_PAIRS = 2
+DEMO_DUB_PAIRS = 4
 
 
 def _downstream(model: str, data: str, workdir: str) -> None:
   """Probes, a lip-reading head and a dub (issue 14's families), each through the command's own code."""
-  from synclipmae.commands.finetune_dub import finetune_dub
   from synclipmae.commands.train_vsr import train_vsr
   from synclipmae.data.corpus import Corpus
   from synclipmae.eval import dubbing, probes, vsr
@@ -109,14 +107,12 @@ def _downstream(model: str, data: str, workdir: str) -> None:
   vsr_dir = os.path.join(workdir, "vsr")
   result = train_vsr(model, vsr_dir, eval_split="heldout", log=quiet, **DEMO_VSR)
   print(f"{vsr.format_evaluation(result)}\n  {os.path.abspath(vsr_dir)}")
-  print(f"\ndubbing: the decoder fine-tuned to draw the mouth region, {DEMO_DUB['steps']} steps ...")
-  dub_model = finetune_dub(model, os.path.join(workdir, "dub_model"), data=data, overwrite=True, log=quiet,
-                           **DEMO_DUB)
+  print(f"\ndubbing: each frame's mouth retrieved from the target's own frames by the driving token and z_amb, "
+        f"{DEMO_DUB_PAIRS} pairs ...")
   out = os.path.join(workdir, "dub")
-  result = dubbing.evaluate(load_pretrained(dub_model), corpus, "heldout", num_pairs=DEMO_DUB_PAIRS, num_videos=1,
+  result = dubbing.evaluate(pretrained, corpus, "heldout", num_pairs=DEMO_DUB_PAIRS, mode="retrieve", num_videos=1,
                             videos_dir=out, log=quiet)
   written = dubbing.write_results(result, out)
   print(f"{dubbing.format_summary(result)}\n  dub of a test identity with another's audio (target | audio-driven | "
         f"video-driven | truth): {os.path.abspath(result['pairs'][0]['side_by_side'])}\n  {written['json']}\n"
-        f"  model: {os.path.abspath(dub_model)}\n"
         f"downstream done in {time.time() - start:.0f} s (cheap versions; BENCHMARKS.md has the full evaluations)")

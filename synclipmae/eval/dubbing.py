@@ -98,12 +98,18 @@ def side_by_side(panels: list[np.ndarray], scale: int = 4) -> np.ndarray:
 
 
 def evaluate(pretrained, corpus, split: str = "heldout", *, num_pairs: int = 32, seed: int = 0,
-             mode: str = "replace", videos_dir=None, num_videos: int = 3, log=print) -> dict[str, Any]:
+             mode: str = "retrieve", retrieve: dict[str, Any] | None = None, judge=None, videos_dir=None,
+             num_videos: int = 3, log=print) -> dict[str, Any]:
   """Dubs `num_pairs` pairs both ways and scores them (module docstring); writes side-by-side mp4s of the first
-  `num_videos` pairs into `videos_dir` when given. Returns the summary and the per-pair rows."""
+  `num_videos` pairs into `videos_dir` when given. retrieve: `dubbing.retrieve_mouths` settings for mode
+  "retrieve"; judge: another loaded model to score sync with (default the dubbing model itself: a dub found by its
+  own tokens might fool them alone). Returns the summary and the per-pair rows."""
+  judge = pretrained if judge is None else judge
   from data_pipelines import media
   spec = swaps._spec(corpus)
   pairs = plan(corpus, split, num_pairs, seed)
+  settings = {"neighbours": dubbing.RETRIEVE_NEIGHBOURS, "ambient_weight": dubbing.RETRIEVE_AMBIENT_WEIGHT,
+              **(retrieve or {})} if mode == "retrieve" else {}
   rows = []
   with tempfile.TemporaryDirectory() as scratch:
     for n, pair in enumerate(pairs):
@@ -112,26 +118,31 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, num_pairs: int = 32,
       truth_frames, region, audio = case["truth"], case["region"], case["audio"]
       target = pretrained.encode_frames(frames, face, mouth)
       driver = pretrained.encode_clip(b, ("z_voc", "audio"))
+      # Retrieval indexes A's own frames by tokens of the driver's kind: A's audio tokens for audio-driven dubs.
+      own = {"audio": pretrained.encode_clip(a, ("audio",))["audio"][:t] if mode == "retrieve" else None,
+             "video": None}
       as_float = lambda x: np.asarray(x, np.float32) / 255
       row = {"a": a.clip_id, "b": b.clip_id, "num_frames": t,
              "undubbed": {"mouth_psnr": region_psnr(as_float(frames), as_float(truth_frames), region),
                           "mouth_ssim": region_ssim(as_float(frames), as_float(truth_frames), region),
-                          **_sync(pretrained, frames, audio, os.path.join(scratch, "undubbed.mp4"))},
-             "truth": _sync(pretrained, truth_frames, audio, os.path.join(scratch, "truth.mp4"))}
+                          **_sync(judge, frames, audio, os.path.join(scratch, "undubbed.mp4"))},
+             "truth": _sync(judge, truth_frames, audio, os.path.join(scratch, "truth.mp4"))}
       dubs = {}
       for driving in DRIVINGS:
         tokens = driver["audio" if driving == "audio" else "z_voc"][:t]
-        dub = dubbing.dub_frames(pretrained, frames, face, mouth, tokens, mode=mode)
+        dub = dubbing.dub_frames(pretrained, frames, face, mouth, tokens, mode=mode, own_driving=own[driving],
+                                 **settings)
         dubs[driving] = dub.frames
         z_id = pretrained.encode_frames(dub.frames, face, mouth)["z_id"]
         row[driving] = {"mouth_psnr": region_psnr(as_float(dub.frames), as_float(truth_frames), region),
                         "mouth_ssim": region_ssim(as_float(dub.frames), as_float(truth_frames), region),
                         "identity_cosine": float(_cosine(z_id, target["z_id"]).mean()),
-                        **_sync(pretrained, dub.frames, audio, os.path.join(scratch, f"{driving}.mp4"))}
+                        **_sync(judge, dub.frames, audio, os.path.join(scratch, f"{driving}.mp4"))}
       late = np.concatenate([np.repeat(driver["audio"][:1], CONTROL_DELAY, 0), driver["audio"][:t - CONTROL_DELAY]])
-      control = dubbing.dub_frames(pretrained, frames, face, mouth, late, mode=mode)
+      control = dubbing.dub_frames(pretrained, frames, face, mouth, late, mode=mode, own_driving=own["audio"],
+                                   **settings)
       row["delayed"] = {"mouth_psnr": region_psnr(as_float(control.frames), as_float(truth_frames), region),
-                        **_sync(pretrained, control.frames, audio, os.path.join(scratch, "delayed.mp4"))}
+                        **_sync(judge, control.frames, audio, os.path.join(scratch, "delayed.mp4"))}
       rows.append(row)
       if videos_dir is not None and n < num_videos:
         written = os.path.join(scratch, "side_by_side.mp4")  # Then copied: `videos_dir` may be a URL.
@@ -144,7 +155,9 @@ def evaluate(pretrained, corpus, split: str = "heldout", *, num_pairs: int = 32,
             f" / video {row['video']['mouth_psnr']:.2f} / undubbed {row['undubbed']['mouth_psnr']:.2f} dB; offsets "
             f"{row['audio']['offset_frames']:+d} / {row['video']['offset_frames']:+d} / "
             f"{row['undubbed']['offset_frames']:+d}")
-  return {"split": split, "num_pairs": len(rows), "seed": seed, "mode": mode, "step": pretrained.step,
+  return {"split": split, "num_pairs": len(rows), "seed": seed, "mode": mode, "retrieve": settings or None,
+          "sync_judge": judge.path,
+          "step": pretrained.step,
           "model": pretrained.path,
           "dubbing": pretrained.info.get("dubbing"), "summary": summarise(rows), "pairs": rows}
 
