@@ -2,10 +2,11 @@
 
     python experiments/probe_supervised.py --factors=mouth --view=mouth [--steps=800] [overrides ...]
     python experiments/probe_supervised.py --factors=pose,blink,expression --steps=1050 data.dir=runs/demo/corpus
+    python experiments/probe_supervised.py --variant=tiny --factors=pose,blink,expression data.dir=runs/demo/corpus
 
-Trains the `mu` FrameEncoder + one linear layer on a prompt token (z_voc for the mouth, z_amb for the ambient
-factors) from scratch to predict the synthetic corpus's true factors, and prints, every 100 steps, the score on the
-validation identities: R^2 per column for mouth (open, width, round), pose (tx, ty, rot, scale) and blink,
+Trains the `mu` (or --variant's) FrameEncoder + one linear layer on a prompt token (z_voc for the mouth, z_amb for
+the ambient factors) from scratch to predict the synthetic corpus's true factors, and prints, every 100 steps, the
+score on the validation identities: R^2 per column for mouth (open, width, round), pose (tx, ty, rot, scale) and blink,
 accuracy for expression (5 classes). Regression targets are standardised with the training batches' statistics
 so that every column weighs the same; expression is a cross-entropy. Several factors train one shared encoder
 (summed losses), as z_amb must hold them together.
@@ -51,6 +52,7 @@ FACTORS = {"mouth": ("z_voc", 3, "r2"), "pose": ("z_amb", 4, "r2"), "blink": ("z
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--variant", default="mu", help="the configs/pretrain.py variant whose encoder learns")
   parser.add_argument("--factors", default="mouth", help=f"comma-separated, from {list(FACTORS)}")
   parser.add_argument("--view", choices=("all", "face", "mouth", "motion"), default="mouth")
   parser.add_argument("--steps", type=int, default=800)
@@ -62,7 +64,7 @@ def main() -> None:
   unknown = [f for f in factors if f not in FACTORS]
   if unknown:
     sys.exit(f"probe_supervised: unknown factors {unknown}; choose from {list(FACTORS)}")
-  config = pretrain.get_config("mu")
+  config = pretrain.get_config(args.variant)
   for assignment in args.overrides:
     override(config, assignment)
   b, t, p = config.data.batch_size, config.data.num_frames, config.model.patch_size

@@ -180,11 +180,16 @@ def test_dub_of_a_raw_video_at_another_frame_rate_is_pasted_into_the_full_frame(
   assert 40 < rows.mean() < 170 and 60 < cols.mean() < 200
 
 
-def test_eval_dub_scores_against_the_truth(dub_model, trained_run, tmp_path):
+def test_eval_dub_scores_against_the_truth(dub_model, trained_run, tmp_path, monkeypatch):
   pretrained = inference.load_pretrained(dub_model)
+  judge = inference.load_pretrained(trained_run["export"])  # Sync scored by another model than the dubbing one.
+  judged_by = []
+  sync = dubbing_eval._sync
+  monkeypatch.setattr(dubbing_eval, "_sync", lambda model, *args: judged_by.append(model) or sync(model, *args))
   result = dubbing_eval.evaluate(pretrained, Corpus(trained_run["corpus"]), "heldout", num_pairs=2, mode="replace",
-                                 videos_dir=tmp_path, num_videos=1, log=None)
+                                 judge=judge, videos_dir=tmp_path, num_videos=1, log=None)
   s = result["summary"]
+  assert result["sync_judge"] == judge.path and len(judged_by) == 2 * 5 and all(m is judge for m in judged_by)
   assert result["num_pairs"] == 2 and set(s) == {"audio", "video", "undubbed", "truth", "delayed"}
   # Every kind is scored for sync the same way (the small test model's verdicts themselves are not asserted).
   for row in result["pairs"]:
