@@ -57,17 +57,20 @@ class ConvEncoder(nnx.Module):
   """A small convnet (5 3x3 layers, stride 8 in all) on the whole frame: a yardstick of whether a factor can be read
   from the pixels of unseen identities at all, by an encoder built for local detail rather than for the main job."""
 
-  def __init__(self, image_size: int, dim: int, rngs: nnx.Rngs):
+  def __init__(self, image_size: int, dim: int, rngs: nnx.Rngs, pool: bool = False):
+    """pool: average the last feature map over positions before the linear layer (a readout that forgets where
+    each feature is), instead of flattening it."""
     widths = ((3, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2), (128, 128, 2))
     self.convs = nnx.List([nnx.Conv(i, o, (3, 3), strides=s, rngs=rngs) for i, o, s in widths])
-    self.out = nnx.Linear(128 * (image_size // 8) ** 2, dim, rngs=rngs)
+    self.pool = pool
+    self.out = nnx.Linear(128 if pool else 128 * (image_size // 8) ** 2, dim, rngs=rngs)
 
   def __call__(self, frames, keep, mouth):
     del keep, mouth  # The whole frame; one code serves as every token.
     x = frames - 0.5
     for conv in self.convs:
       x = jax.nn.gelu(conv(x))
-    z = self.out(x.reshape(x.shape[0], -1))
+    z = self.out(x.mean((1, 2)) if self.pool else x.reshape(x.shape[0], -1))
     return {"z_voc": z, "z_amb": z}
 
 
@@ -78,6 +81,7 @@ def main() -> None:
   parser.add_argument("--view", choices=("all", "face", "mouth", "motion"), default="mouth")
   parser.add_argument("--encoder", choices=("vit", "cnn"), default="vit",
                       help="vit: the variant's FrameEncoder; cnn: a small convnet on the whole clean frame")
+  parser.add_argument("--cnn_pool", action="store_true", help="cnn: average its map over positions, not flatten")
   parser.add_argument("--steps", type=int, default=800)
   parser.add_argument("--lr", type=float, default=1e-3)
   parser.add_argument("--split", default="validation", help="where the scores are measured")
@@ -114,7 +118,7 @@ def main() -> None:
       stats[f] = (jnp.asarray(y.mean(0)), jnp.asarray(y.std(0) + 1e-6))
   rngs = nnx.Rngs(1)
   encoder = (step_lib.create_model(config).encoder if args.encoder == "vit"
-             else ConvEncoder(config.model.image_size, config.model.prompt_dim, rngs))
+             else ConvEncoder(config.model.image_size, config.model.prompt_dim, rngs, pool=args.cnn_pool))
   heads = nnx.List([nnx.Linear(config.model.prompt_dim, FACTORS[f][1], rngs=rngs) for f in factors])
   graphdef, params = nnx.split(nnx.List([encoder, heads]), nnx.Param)
   warmup = min(30, args.steps // 2)
