@@ -93,5 +93,6 @@ def main() -> None:
     print(f"| {label} ({observed.shape[1]} lengths and heights) | {ceiling(observed, ty):.2f} | "
           f"{ceiling(observed, scale):.2f} |")
 
+
 if __name__ == "__main__":
   main()

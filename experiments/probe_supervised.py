@@ -82,16 +82,17 @@ class GridReadout(nnx.Module):
   that keeps where each feature is, as the convnet's flattened map does. Masked patches are zeros, and under
   `mouth_private` so are the mouth region's, so z_amb still cannot read the mouth."""
 
-  def __init__(self, width: int, num_patches: int, dim: int, rngs: nnx.Rngs, per_patch: int = 8):
-    self.num_patches = num_patches
+  def __init__(self, width: int, num_patches: int, dim: int, mouth_private: bool, rngs: nnx.Rngs,
+               per_patch: int = 8):
+    self.num_patches, self.mouth_private = num_patches, mouth_private
     self.down = nnx.Linear(width, per_patch, rngs=rngs)
     self.out = nnx.Linear(num_patches * per_patch, dim, rngs=rngs)
 
-  def __call__(self, patches, keep, mouth, mouth_private: bool):
+  def __call__(self, patches, keep, mouth):
     """patches [N,K,E] (the encoder's outputs), keep [N,K] their indices, mouth [N,P] -> [N, dim]."""
     n = patches.shape[0]
     v = self.down(patches)
-    if mouth_private:
+    if self.mouth_private:
       v = v * (jnp.take_along_axis(mouth, keep, axis=1) <= 0)[..., None]
     grid = jnp.zeros((n, self.num_patches, v.shape[-1]), v.dtype).at[jnp.arange(n)[:, None], keep].set(v)
     return self.out(grid.reshape(n, -1))
@@ -146,8 +147,8 @@ def main() -> None:
              else ConvEncoder(config.model.image_size, config.model.prompt_dim, rngs, pool=args.cnn_pool))
   heads = nnx.List([nnx.Linear(config.model.prompt_dim, FACTORS[f][1], rngs=rngs) for f in factors])
   grid_readout = args.encoder == "vit" and args.amb_readout == "grid"
-  modules = [encoder, heads] + ([GridReadout(config.model.encoder.width, num_patches, config.model.prompt_dim, rngs)]
-                                if grid_readout else [])
+  modules = [encoder, heads] + ([GridReadout(config.model.encoder.width, num_patches, config.model.prompt_dim,
+                                            config.model.encoder.mouth_private, rngs)] if grid_readout else [])
   graphdef, params = nnx.split(nnx.List(modules), nnx.Param)
   warmup = min(30, args.steps // 2)
   tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, args.lr, warmup, max(args.steps, warmup + 1)),
@@ -171,7 +172,7 @@ def main() -> None:
     z = enc(frames, keep, mouth)
     if readout:
       keep = enc.all_patches(n) if keep is None else keep
-      z = {**z, "z_amb": z["z_amb"] + readout[0](z["patches"], keep, mouth, config.model.encoder.mouth_private)}
+      z = {**z, "z_amb": z["z_amb"] + readout[0](z["patches"], keep, mouth)}
     return {f: head(z[FACTORS[f][0]]) for f, head in zip(factors, heads)}
 
   def loss_fn(params, batch, key):
