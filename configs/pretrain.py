@@ -69,7 +69,9 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
                   "stem": "conv" if variant == "mu" else "linear",
                   # Mouth-region patches readable by z_voc only, so z_id / z_amb cannot carry the mouth (encoder.py;
                   # ours; mu, tiny).
-                  "mouth_private": variant in ("mu", "tiny")},
+                  "mouth_private": variant in ("mu", "tiny"),
+                  # "token": z_amb from its prompt token | "grid": plus a linear map of the patch grid (encoder.py).
+                  "amb_readout": "token"},
       # A linear head from z_amb to each frame's head pose, trained by loss.amb_warp: a reference frame of the same
       # person, warped from its pose into the target's, must match the target's face (synclipmae/warp.py; ours).
       "ambient_pose": False,

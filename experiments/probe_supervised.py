@@ -4,8 +4,8 @@
     python experiments/probe_supervised.py --factors=pose,blink,expression --steps=1050 data.dir=runs/demo/corpus
     python experiments/probe_supervised.py --variant=tiny --factors=pose,blink,expression data.dir=runs/demo/corpus
     python experiments/probe_supervised.py --encoder=cnn --view=all --factors=expression data.dir=runs/demo/corpus
-    python experiments/probe_supervised.py --amb_readout=grid --factors=pose,blink,expression --steps=3000 \
-        data.dir=runs/demo/corpus
+    python experiments/probe_supervised.py --factors=pose,blink,expression --steps=3000 data.dir=runs/demo/corpus \
+        model.encoder.amb_readout=grid
 
 Trains the `mu` (or --variant's) FrameEncoder + one linear layer on a prompt token (z_voc for the mouth, z_amb for
 the ambient factors) from scratch to predict the synthetic corpus's true factors, and prints, every 100 steps, the
@@ -14,8 +14,9 @@ blink, accuracy for expression (5 classes; per frame, and per clip window from t
 Regression targets are standardised with the training batches' statistics so that every column weighs the same;
 expression is a cross-entropy. Several factors train one shared encoder (summed losses), as z_amb must hold them
 together. `--encoder=cnn` trains a small convnet on the whole clean frame instead (`ConvEncoder`): a yardstick of
-what the pixels of unseen identities hold, against which the ViT's ceiling is read; `--amb_readout=grid` adds to
-z_amb a linear map of the patch grid (`GridReadout`), a readout that keeps where each feature is.
+what the pixels of unseen identities hold, against which the ViT's ceiling is read; the override
+`model.encoder.amb_readout=grid` adds to z_amb a linear map of the patch grid (synclipmae/models/encoder.py), a
+readout that keeps where each feature is.
 
 The view is what the encoder sees of each frame:
   all     every patch of the clean frame
@@ -77,27 +78,6 @@ class ConvEncoder(nnx.Module):
     return {"z_voc": z, "z_amb": z}
 
 
-class GridReadout(nnx.Module):
-  """Adds to z_amb a linear map of the patch tokens laid out on their patch grid (`--amb_readout=grid`): a readout
-  that keeps where each feature is, as the convnet's flattened map does. Masked patches are zeros, and under
-  `mouth_private` so are the mouth region's, so z_amb still cannot read the mouth."""
-
-  def __init__(self, width: int, num_patches: int, dim: int, mouth_private: bool, rngs: nnx.Rngs,
-               per_patch: int = 8):
-    self.num_patches, self.mouth_private = num_patches, mouth_private
-    self.down = nnx.Linear(width, per_patch, rngs=rngs)
-    self.out = nnx.Linear(num_patches * per_patch, dim, rngs=rngs)
-
-  def __call__(self, patches, keep, mouth):
-    """patches [N,K,E] (the encoder's outputs), keep [N,K] their indices, mouth [N,P] -> [N, dim]."""
-    n = patches.shape[0]
-    v = self.down(patches)
-    if self.mouth_private:
-      v = v * (jnp.take_along_axis(mouth, keep, axis=1) <= 0)[..., None]
-    grid = jnp.zeros((n, self.num_patches, v.shape[-1]), v.dtype).at[jnp.arange(n)[:, None], keep].set(v)
-    return self.out(grid.reshape(n, -1))
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--variant", default="mu", help="the configs/pretrain.py variant whose encoder learns")
@@ -105,8 +85,6 @@ def main() -> None:
   parser.add_argument("--view", choices=("all", "face", "mouth", "motion"), default="mouth")
   parser.add_argument("--encoder", choices=("vit", "cnn"), default="vit",
                       help="vit: the variant's FrameEncoder; cnn: a small convnet on the whole clean frame")
-  parser.add_argument("--amb_readout", choices=("token", "grid"), default="token",
-                      help="vit: z_amb from its prompt token alone, or plus a linear map of the patch grid")
   parser.add_argument("--cnn_pool", action="store_true", help="cnn: average its map over positions, not flatten")
   parser.add_argument("--steps", type=int, default=800)
   parser.add_argument("--lr", type=float, default=1e-3)
@@ -146,10 +124,7 @@ def main() -> None:
   encoder = (step_lib.create_model(config).encoder if args.encoder == "vit"
              else ConvEncoder(config.model.image_size, config.model.prompt_dim, rngs, pool=args.cnn_pool))
   heads = nnx.List([nnx.Linear(config.model.prompt_dim, FACTORS[f][1], rngs=rngs) for f in factors])
-  grid_readout = args.encoder == "vit" and args.amb_readout == "grid"
-  modules = [encoder, heads] + ([GridReadout(config.model.encoder.width, num_patches, config.model.prompt_dim,
-                                            config.model.encoder.mouth_private, rngs)] if grid_readout else [])
-  graphdef, params = nnx.split(nnx.List(modules), nnx.Param)
+  graphdef, params = nnx.split(nnx.List([encoder, heads]), nnx.Param)
   warmup = min(30, args.steps // 2)
   tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, args.lr, warmup, max(args.steps, warmup + 1)),
                    b1=0.9, b2=0.95, weight_decay=0.05)
@@ -157,7 +132,7 @@ def main() -> None:
 
   def predict(params, batch, key):
     """-> {factor: [n, columns]} predictions in standardised units (logits for classes)."""
-    enc, heads, *readout = nnx.merge(graphdef, params)
+    enc, heads = nnx.merge(graphdef, params)
     frames = batch["video"].reshape(n, *batch["video"].shape[2:]).astype(jnp.float32) / 255.0
     face, mouth = batch["face_patches"].reshape(n, -1), batch["mouth_patches"].reshape(n, -1)
     if args.view == "all":
@@ -170,9 +145,6 @@ def main() -> None:
       frames = masking.photometric_jitter(k_jitter, frames, **config.masking.jitter,
                                           frames_per_draw=t if config.masking.jitter_per_clip else 1)
     z = enc(frames, keep, mouth)
-    if readout:
-      keep = enc.all_patches(n) if keep is None else keep
-      z = {**z, "z_amb": z["z_amb"] + readout[0](z["patches"], keep, mouth)}
     return {f: head(z[FACTORS[f][0]]) for f, head in zip(factors, heads)}
 
   def loss_fn(params, batch, key):

@@ -24,6 +24,7 @@ except ImportError:  # An editable install made before configs/ existed does not
 from synclipmae.models import audio as audio_lib
 from synclipmae.models import vit
 from synclipmae.models import SyncLipMAE, param_counts, patchify
+from synclipmae.models.encoder import GridReadout
 
 B, T = 2, 3
 N = B * T
@@ -191,11 +192,11 @@ def patch_box(index: int, grid: int, p: int) -> tuple[slice, slice]:
   return slice(row * p, (row + 1) * p), slice(col * p, (col + 1) * p)
 
 
-@pytest.mark.parametrize("stem", ["linear", "conv"])
-def test_encoder_sees_only_kept_patches(model, encode, cfg, stem):
-  if stem != cfg.encoder.stem:
+@pytest.mark.parametrize("stem, amb_readout", [("linear", "token"), ("conv", "token"), ("conv", "grid")])
+def test_encoder_sees_only_kept_patches(model, encode, cfg, stem, amb_readout):
+  if (stem, amb_readout) != (cfg.encoder.stem, cfg.encoder.amb_readout):
     cfg = cfg.copy_and_resolve_references()
-    cfg.encoder.stem = stem
+    cfg.encoder.stem, cfg.encoder.amb_readout = stem, amb_readout
     model = SyncLipMAE(cfg, rngs=nnx.Rngs(0))
   inputs = make_inputs(cfg, seed=4)
   frames, keep = inputs["frames"], inputs["keep_uniform"]
@@ -343,7 +344,12 @@ def test_decoder_shared_and_conditioned(model, outputs, cfg):
     assert np.abs(moved - ref).max() > 1e-3, slot
 
 
-def test_gradients_reach_every_part(model, cfg):
+@pytest.mark.parametrize("amb_readout", ["token", "grid"])
+def test_gradients_reach_every_part(model, cfg, amb_readout):
+  if amb_readout != cfg.encoder.amb_readout:
+    cfg = cfg.copy_and_resolve_references()
+    cfg.encoder.amb_readout = amb_readout
+    model = SyncLipMAE(cfg, rngs=nnx.Rngs(0))
   inputs = make_inputs(cfg, seed=7)
   graphdef, params = nnx.split(model, nnx.Param)
   weights = {k: jnp.asarray(np.random.default_rng(i).normal(size=v.shape), jnp.float32)
@@ -394,8 +400,10 @@ def _factorised_config(cfg, visible):
   return cfg
 
 
-def test_mouth_private_keeps_the_mouth_out_of_z_id_and_z_amb(cfg):
+@pytest.mark.parametrize("amb_readout", ["token", "grid"])
+def test_mouth_private_keeps_the_mouth_out_of_z_id_and_z_amb(cfg, amb_readout):
   cfg = _factorised_config(cfg, "target")
+  cfg.encoder.amb_readout = amb_readout
   model = SyncLipMAE(cfg, rngs=nnx.Rngs(0))
   encode3 = nnx.jit(lambda m, frames, keep, mouth: m.encode_frames(frames, keep, mouth))
   rng = np.random.default_rng(3)
@@ -421,6 +429,40 @@ def test_mouth_private_keeps_the_mouth_out_of_z_id_and_z_amb(cfg):
   assert np.abs(plain["z_amb"][0] - b["z_amb"][0]).max() > 1e-3
   with pytest.raises(ValueError, match="mouth_private=True: the encoder needs"):
     model.encode_frames(jnp.asarray(frames), keep)
+
+
+def test_grid_readout_is_a_linear_map_of_the_patch_grid():
+  """GridReadout against a loop over the grid: each kept patch's features land at its index, the rest are zeros."""
+  num_patches, width, out = 16, 6, 5
+  readout = GridReadout(width, num_patches, out, rngs=nnx.Rngs(0), per_patch=3)
+  rng = np.random.default_rng(0)
+  patches = rng.normal(size=(2, 4, width)).astype(np.float32)
+  keep = random_keep(rng, 2, num_patches, 4)
+  hidden = np.zeros((2, 4), bool)
+  hidden[1, 2] = True
+  reduce_w, reduce_b = np.asarray(readout.reduce.kernel[...]), np.asarray(readout.reduce.bias[...])
+  expected = []
+  for i in range(2):
+    grid = np.zeros((num_patches, 3), np.float32)
+    for j in range(4):
+      if not hidden[i, j]:
+        grid[keep[i, j]] = patches[i, j] @ reduce_w + reduce_b
+    expected.append(grid.reshape(-1) @ np.asarray(readout.proj.kernel[...]) + np.asarray(readout.proj.bias[...]))
+  got = readout(jnp.asarray(patches), jnp.asarray(keep), jnp.asarray(hidden))
+  np.testing.assert_allclose(got, np.stack(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_grid_readout_needs_the_configured_frame_size(cfg):
+  cfg = cfg.copy_and_resolve_references()
+  cfg.encoder.amb_readout = "grid"
+  model = SyncLipMAE(cfg, rngs=nnx.Rngs(0))
+  size = cfg.image_size + cfg.patch_size
+  frames = jnp.zeros((1, size, size, 3))
+  with pytest.raises(ValueError, match=f"amb_readout='grid' reads a 8x8 patch grid: frames must be 64x64, got {size}"):
+    model.encode_frames(frames, None, jnp.zeros((1, (size // cfg.patch_size) ** 2)))
+  cfg.encoder.amb_readout = "pooled"
+  with pytest.raises(ValueError, match="model.encoder.amb_readout='pooled': expected one of"):
+    SyncLipMAE(cfg, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("visible", ["identity_source", "none"])

@@ -28,7 +28,8 @@ from synclipmae.models.decoder import Decoder, denormalize
 from synclipmae.models.encoder import FrameEncoder
 
 
-ENCODER_EXTRAS = ("prompt_tokens", "head_id", "head_voc", "head_amb")  # Encoder params outside the plain ViT.
+# Encoder params outside the plain ViT.
+ENCODER_EXTRAS = ("prompt_tokens", "head_id", "head_voc", "head_amb", "amb_grid")
 
 
 def param_counts(model: nnx.Module) -> dict[str, int]:
