@@ -18,8 +18,9 @@ The main job (README) runs `mu` with these defaults: 1050 steps of 8 clips x 16 
 about 7 minutes on a 2-core CPU, reaching 91.0 % / 92.8 % zero-shot sync accuracy at K=5 on the validation
 identities of the synthetic corpus (seeds 0 / 1; chance 9.5 %) and 86.8 % / 89.5 % on its test identities, with
 the mouth out of z_id and z_amb (BENCHMARKS.md "Tokens that factorize"). mu departs from the paper-style
-settings of the larger variants where its 8-minute budget needs it, each measured in BENCHMARKS.md: a conv stem within each patch; 3 encoder blocks,
-MLP ratio 2 and one decoder block of width 48 (a cheap step: the number of steps is what the 8 minutes buy);
+settings of the larger variants where its 8-minute budget needs it, each measured in BENCHMARKS.md: a conv stem
+within each patch; 3 encoder blocks, MLP ratio 2 and one decoder block of width 48 (a cheap step: the number of
+steps is what the 8 minutes buy);
 half-strength jitter; lr 3e-3; the same-clip InfoNCE (loss.con_clip) and a smaller decorrelation weight. mu and
 tiny also take the factorising options of issue 13 (encoder.mouth_private, data.identity_pairs, loss.amb_con).
 Results are recorded in README.md / BENCHMARKS.md with the commands that produce them.
@@ -70,7 +71,8 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
                   # Mouth-region patches readable by z_voc only, so z_id / z_amb cannot carry the mouth (encoder.py;
                   # ours; mu, tiny).
                   "mouth_private": variant in ("mu", "tiny"),
-                  # "token": z_amb from its prompt token | "grid": plus a linear map of the patch grid (encoder.py).
+                  # "token": z_amb from its prompt token | "grid": plus a linear map of the patch grid (encoder.py;
+                  # ours): z_amb learns head translation, not rotation, blinks or expression (BENCHMARKS.md).
                   "amb_readout": "token"},
       # A linear head from z_amb to each frame's head pose, trained by loss.amb_warp: a reference frame of the same
       # person, warped from its pose into the target's, must match the target's face (synclipmae/warp.py; ours).
