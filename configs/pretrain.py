@@ -150,6 +150,11 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       # expression change slowly, the mouth every frame: the decoder must take the mouth from z_voc / audio.
       "ambient_min_shift": 0,
       "ambient_max_shift": 0,
+      # loss.amb_warp's reference for frame t (model.ambient_pose): 0 max: the frame that gave z_id (the partner clip
+      # with data.identity_pairs); else frame t +- s of its own clip, s uniform in [min, max]: the same expression and
+      # lighting, nearly the same pose, so what the warp must explain is the pose change and the blinks (ours).
+      "warp_min_shift": 0,
+      "warp_max_shift": 0,
       # Strengths of the bypass-2 photometric jitter. mu: half (JITTER_MU); at full strength its 8-minute run
       # learns to read the mouth far more slowly (72.8 % vs 82.5 % sync at K=5, BENCHMARKS.md).
       "jitter": dict(JITTER_MU if variant == "mu" else JITTER),

@@ -171,6 +171,7 @@ def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path)
   config = small_config(synthetic_corpus)
   config.model.image_size, config.model.patch_size, config.masking.mask_ratio = 128, 24, 1.0
   config.masking.ambient_min_shift, config.masking.ambient_max_shift = 2, config.data.num_frames
+  config.masking.warp_min_shift, config.masking.warp_max_shift = 0, 1
   config.model.dtype = "float16"
   config.model.decoder.visible = "neighbours"
   config.data.identity_pairs, config.data.batch_size = True, 3
@@ -181,6 +182,7 @@ def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path)
   assert "model.image_size=128 but the corpus" in message and "has 64x64 frames" in message
   assert "model.patch_size=24 does not divide" in message and "masking.mask_ratio=1.0" in message
   assert f"ambient_max_shift={config.data.num_frames}: need 1 <= min <= max < data.num_frames" in message
+  assert "masking.warp_min_shift=0 / warp_max_shift=1: need 1 <= min <= max" in message
   assert "model.dtype='float16' must be one of ('float32', 'bfloat16')" in message
   assert "model.decoder.visible='neighbours' must be one of ('target', 'identity_source', 'none')" in message
   assert "data.identity_pairs needs an even data.batch_size (pairs of clips), got 3" in message
@@ -207,6 +209,24 @@ def test_ambient_pose_head_is_trained_by_the_pose_warp(synthetic_corpus):
   np.testing.assert_allclose(metrics["loss"] - without["loss"], weight * metrics["loss_amb_warp"], rtol=1e-4)
   for head in heads:
     assert not np.any(grads_without[head]["kernel"].get_value()), head
+
+
+def test_warp_reference_from_the_same_clip(synthetic_corpus):
+  """masking.warp_*_shift: loss.amb_warp's reference is a frame of the frame's own clip, s in [min, max] away;
+  without it, the frame that gave z_id."""
+  config = small_config(synthetic_corpus)
+  config.model.ambient_pose = True
+  batch = _first_batch(config)
+  b, t = batch["video"].shape[:2]
+  inputs, aux = step_lib.model_inputs(jax.random.key(0), batch, config)
+  np.testing.assert_array_equal(aux["warp_reference"], inputs["id_source"])
+  config.masking.warp_min_shift, config.masking.warp_max_shift = 1, 2
+  shifted_inputs, aux = step_lib.model_inputs(jax.random.key(0), batch, config)
+  reference, frame = np.asarray(aux["warp_reference"]), np.arange(b * t)
+  np.testing.assert_array_equal(reference // t, frame // t)
+  assert set(np.abs(reference - frame)) == {1, 2}
+  for name in ("keep_uniform", "keep_face", "id_source"):  # The other random draws are unchanged.
+    np.testing.assert_array_equal(shifted_inputs[name], inputs[name])
 
 
 def test_identity_decorrelation_term_pairs_z_id_with_each_motion_token(synthetic_corpus):

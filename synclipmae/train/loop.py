@@ -77,10 +77,11 @@ def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
                     f"{config.data.batch_size}")
   if m.decoder.get("visible", "target") not in DECODER_VISIBLE:
     problems.append(f"model.decoder.visible={m.decoder.visible!r} must be one of {DECODER_VISIBLE}")
-  lo, hi = config.masking.get("ambient_min_shift", 0), config.masking.get("ambient_max_shift", 0)
-  if hi and not 1 <= lo <= hi < config.data.num_frames:
-    problems.append(f"masking.ambient_min_shift={lo} / ambient_max_shift={hi}: need 1 <= min <= max < "
-                    f"data.num_frames={config.data.num_frames} (max 0 turns the shift off)")
+  for shift in ("ambient", "warp"):
+    lo, hi = config.masking.get(f"{shift}_min_shift", 0), config.masking.get(f"{shift}_max_shift", 0)
+    if hi and not 1 <= lo <= hi < config.data.num_frames:
+      problems.append(f"masking.{shift}_min_shift={lo} / {shift}_max_shift={hi}: need 1 <= min <= max < "
+                      f"data.num_frames={config.data.num_frames} (max 0 turns the shift off)")
   for name, weight in config.loss.items():
     weights = ("rec_video", "rec_audio", "rec_stats", "con", "con_clip", "xcov", "xcov_id", "mouth_weight",
                "amb_con", "amb_warp")
