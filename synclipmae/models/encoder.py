@@ -30,8 +30,9 @@ ambient factors"):
                      of the patch tokens laid out on their patch grid (`GridReadout`). A head tilt or a raised brow
                      is a difference between the heights of features a patch apart; a prompt token must find it by
                      attention, a map of the grid reads it directly (told the answers, rotation R^2 0.04 -> 0.43,
-                     expression 0.57 -> 0.69 at 3000 steps). Masked patches enter as zeros, and under
-                     mouth_private so do the mouth patches, so z_amb still reads nothing of the mouth.
+                     expression 0.57 -> 0.69 at 3000 steps; pretrained without the answers, z_amb gains head
+                     translation only). Masked patches enter as zeros, and under mouth_private so do the mouth
+                     patches, so z_amb still reads nothing of the mouth.
 """
 
 from __future__ import annotations

@@ -132,16 +132,15 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
       "speaker_groups": jnp.repeat(jnp.arange(b) // (2 if pairs else 1), t),
       "frame_ids": (batch["start"][:, None] + jnp.arange(t)[None, :]).reshape(n),
   }
-  if config.model.get("ambient_pose", False):  # loss.amb_warp: the reference is the frame that gave z_id, or
-    # masking.warp_*_shift: a frame of the same clip.
-    face = batch["face_patches"].reshape(n, num_patches)
+  if config.model.get("ambient_pose", False):  # loss.amb_warp's reference: the frame that gave z_id, or with
+    face = batch["face_patches"].reshape(n, num_patches)  # masking.warp_max_shift a frame of the same clip.
     if not config.model.get("driving_appearance", False):  # Nothing may draw the mouth: leave it out.
       face = face * (1.0 - inputs["mouth_patches"])
     grid = h // p
-    aux["frames"], aux["warp_reference"] = frames, id_source
-    if config.masking.get("warp_max_shift", 0):  # A frame of the same clip instead (configs/pretrain.py).
-      aux["warp_reference"] = masking.ambient_sources(jax.random.fold_in(k_ambient, 1), b, t,
-                                                      config.masking.warp_min_shift, config.masking.warp_max_shift)
+    aux["frames"] = frames
+    aux["warp_reference"] = (masking.ambient_sources(jax.random.fold_in(k_ambient, 1), b, t,
+                                                     config.masking.warp_min_shift, config.masking.warp_max_shift)
+                             if config.masking.get("warp_max_shift", 0) else id_source)
     aux["warp_weights"] = jnp.repeat(jnp.repeat(face.reshape(n, grid, grid), p, axis=1), p, axis=2)
   return inputs, aux
 
