@@ -9,6 +9,8 @@
   are positives, the other frames of the same speaker (its clip and the paired clip) negatives, so z_amb must tell
   apart frames of one person: head pose, blinks, expression; never identity (constant among the candidates), and
   never the mouth (which z_amb cannot see with encoder.mouth_private).
+* `speaker_info_nce` (ours, loss.id_con): `z_id` of two clips of one speaker are positives, other speakers'
+  frames negatives, so z_id is an identity code rather than whatever the decoder leaves to it.
 * `pose_warp_loss` (ours, loss.amb_warp): a reference frame of the same person, warped from its predicted head pose
   into the target's (`synclipmae.warp`), must match the target's face outside the mouth; the predicted poses come
   from z_amb, which so learns head pose without a decoder that can draw it. With appearance codes (z_amb's, and
@@ -128,17 +130,45 @@ def info_nce(video: jax.Array, audio: jax.Array, clip_ids: jax.Array, frame_ids:
     excluded = excluded | (clip_ids[:, None] != clip_ids[None, :])
   if groups is not None:
     excluded = excluded | (groups[:, None] != groups[None, :])
+  loss, acc_rows, acc_columns = _symmetric_nce(logits, excluded)
+  metrics = {"con_acc_v2a": acc_rows, "con_acc_a2v": acc_columns, "temperature": 1.0 / scale}
+  return loss, jax.tree.map(jax.lax.stop_gradient, metrics)
+
+
+def _symmetric_nce(logits: jax.Array, excluded: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Cross-entropy of [N, N] logits with the positives on the diagonal, over rows and over columns, averaged;
+  `excluded` entries are neither positives nor negatives. Returns (loss, top-1 accuracy by rows, by columns)."""
   logits = jnp.where(excluded, -jnp.inf, logits)
   positives = jnp.diagonal(logits)
-  loss_v2a = jnp.mean(jax.nn.logsumexp(logits, axis=1) - positives)
-  loss_a2v = jnp.mean(jax.nn.logsumexp(logits, axis=0) - positives)
+  loss_rows = jnp.mean(jax.nn.logsumexp(logits, axis=1) - positives)
+  loss_columns = jnp.mean(jax.nn.logsumexp(logits, axis=0) - positives)
   target = jnp.arange(logits.shape[0])
-  metrics = {
-      "con_acc_v2a": jnp.mean(jnp.argmax(logits, axis=1) == target),
-      "con_acc_a2v": jnp.mean(jnp.argmax(logits, axis=0) == target),
-      "temperature": 1.0 / scale,
-  }
-  return 0.5 * (loss_v2a + loss_a2v), jax.tree.map(jax.lax.stop_gradient, metrics)
+  return (0.5 * (loss_rows + loss_columns), jnp.mean(jnp.argmax(logits, axis=1) == target),
+          jnp.mean(jnp.argmax(logits, axis=0) == target))
+
+
+def speaker_info_nce(tokens: jax.Array, partner: jax.Array, speakers: jax.Array, temperature: float
+                     ) -> tuple[jax.Array, jax.Array]:
+  """Identity InfoNCE (ours, loss.id_con): frame i's token and that of frame partner[i], another clip of the same
+  speaker, are positives; every frame of another speaker is a negative.
+
+  Why: the decoder trains z_id only as far as the visible patches leave identity to explain; this asks z_id of two
+  clips of one person (other pose, expression, mouth) to agree and those of different people to differ, which is
+  what an identity code is for. The speaker's other frames are left out of the negatives (they are positives too).
+
+  Args:
+    tokens: [N, D] (z_id of every frame, from its own view).
+    partner: int [N], for each frame the index of a frame of the same speaker in another clip.
+    speakers: int [N], which speaker (group) each frame belongs to.
+    temperature: softmax temperature of the cosine similarities (Python float).
+  Returns:
+    (loss, top-1 accuracy of finding the partner among the candidates).
+  """
+  z = _l2_normalize(tokens.astype(jnp.float32))
+  logits = (z @ z[partner].T) / temperature
+  same = speakers[:, None] == speakers[None, :]
+  loss, acc_rows, acc_columns = _symmetric_nce(logits, same & ~jnp.eye(tokens.shape[0], dtype=bool))
+  return loss, jax.lax.stop_gradient(0.5 * (acc_rows + acc_columns))
 
 
 def pose_warp_loss(frames: jax.Array, reference: jax.Array, pose: jax.Array, reference_pose: jax.Array,

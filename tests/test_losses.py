@@ -123,6 +123,41 @@ def test_info_nce_within_groups_matches_reference():
   np.testing.assert_allclose(metrics["con_acc_v2a"], ref_v2a, atol=1e-6)
 
 
+def _speaker_nce_reference(tokens, partner, speakers, temperature):
+  """Loops: row i's candidates are column i and every column of another speaker; columns likewise."""
+  z = tokens / np.linalg.norm(tokens, axis=1, keepdims=True)
+  logits = z @ z[partner].T / temperature
+  n = len(tokens)
+  rows, columns = [], []
+  for i in range(n):
+    keep = [j for j in range(n) if j == i or speakers[j] != speakers[i]]
+    rows.append(np.log(np.exp(logits[i, keep]).sum()) - logits[i, i])
+    columns.append(np.log(np.exp(logits[keep, i]).sum()) - logits[i, i])
+  return 0.5 * (np.mean(rows) + np.mean(columns))
+
+
+def test_speaker_info_nce_matches_reference_and_ignores_the_speakers_other_frames():
+  """loss.id_con: positives are a frame and its partner (another clip of its speaker); the speaker's other frames
+  are no negatives, so tokens that are one code per speaker score near zero however many frames each has."""
+  rng = np.random.default_rng(3)
+  speakers = np.repeat(np.arange(4), 6)  # 4 speakers, two clips of 3 frames each.
+  partner = np.array([6 * (i // 6) + (i % 6 + 3) % 6 for i in range(24)])
+  tokens = rng.normal(size=(24, 16))
+  loss, acc = losses.speaker_info_nce(jnp.asarray(tokens, jnp.float32), jnp.asarray(partner),
+                                      jnp.asarray(speakers), 0.1)
+  np.testing.assert_allclose(loss, _speaker_nce_reference(tokens, partner, speakers, 0.1), rtol=1e-4)
+  assert 0 <= float(acc) <= 1
+  codes = rng.normal(size=(4, 64))[speakers]  # One code per speaker, copied to all its frames.
+  loss, acc = losses.speaker_info_nce(jnp.asarray(codes, jnp.float32), jnp.asarray(partner), jnp.asarray(speakers),
+                                      0.05)
+  assert float(loss) < 1e-3 and float(acc) == 1.0
+  # Labels that cut across the codes: frames with the positive's very code are negatives, so it cannot be solved.
+  wrong = np.arange(24) % 4
+  loss, _ = losses.speaker_info_nce(jnp.asarray(codes, jnp.float32), jnp.asarray(partner), jnp.asarray(wrong), 0.05)
+  np.testing.assert_allclose(loss, _speaker_nce_reference(codes, partner, wrong, 0.05), rtol=1e-4)
+  assert float(loss) > 1.0
+
+
 def test_neighbour_exclusion_mask():
   clip_ids = np.array([0, 0, 0, 0, 1, 1])
   frame_ids = np.array([0, 1, 2, 5, 1, 2])

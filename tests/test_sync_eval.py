@@ -5,6 +5,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from synclipmae.data import corpus as corpus_lib
@@ -73,6 +74,8 @@ def test_protocol_finds_every_known_offset(tmp_path):
   written = sync.write_results(result, tmp_path / "out")
   saved = json.load(open(written["json"]))
   assert {"accuracy", "num_samples", "context_frames", "chance_accuracy", "offset_convention"} <= saved.keys()
+  with pytest.raises(ValueError, match="num_samples=0: the sync evaluation needs at least one sample"):
+    sync.evaluate(CodeModel(), corpus, "heldout", num_samples=0)
 
 
 class WindowCodeModel(CodeModel):

@@ -176,6 +176,8 @@ def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path)
   config.model.decoder.visible = "neighbours"
   config.data.identity_pairs, config.data.batch_size = True, 3
   config.loss.mouth_weight = -1.0
+  config.loss.id_con, config.loss.id_temperature = 1.0, 0.0
+  config.eval.num_samples = -1
   with pytest.raises(ValueError) as error:
     loop.pretrain(config, str(tmp_path))
   message = str(error.value)
@@ -187,6 +189,7 @@ def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path)
   assert "model.decoder.visible='neighbours' must be one of ('target', 'identity_source', 'none')" in message
   assert "data.identity_pairs needs an even data.batch_size (pairs of clips), got 3" in message
   assert "loss.mouth_weight=-1.0 must be a non-negative weight" in message
+  assert "loss.id_temperature=0.0 must be > 0" in message and "eval.num_samples=-1 must be >= 0" in message
   assert not (tmp_path / "checkpoints").exists()
 
 
@@ -227,6 +230,26 @@ def test_warp_reference_from_the_same_clip(synthetic_corpus):
   assert set(np.abs(reference - frame)) == {1, 2}
   for name in ("keep_uniform", "keep_face", "id_source"):  # The other random draws are unchanged.
     np.testing.assert_array_equal(shifted_inputs[name], inputs[name])
+
+
+def test_identity_contrast_pairs_z_id_across_the_speakers_two_clips(synthetic_corpus):
+  """loss.id_con (on in mu by default; 0 switches it off): the step adds the speaker InfoNCE of z_id with its
+  weight, each frame's positive a frame of the other clip of its pair."""
+  config = small_config(synthetic_corpus)
+  batch = _first_batch(config)
+  b, t = batch["video"].shape[:2]
+  _, aux = step_lib.model_inputs(jax.random.key(0), batch, config)
+  partner, frame = np.asarray(aux["id_partner"]), np.arange(b * t)
+  np.testing.assert_array_equal(partner // t, (frame // t) ^ 1)
+  graphdef, state = step_lib.init_state(config)
+  step = lambda: jax.jit(lambda s, b: step_lib.loss_and_grads(graphdef, config, s, b)[0])(state, batch)
+  config.loss.id_con = 0.0
+  without = step()
+  assert "loss_id_con" not in without and "id_acc" not in without
+  config.loss.id_con = 2.0
+  metrics = step()
+  assert 0 < float(metrics["loss_id_con"]) and 0 <= float(metrics["id_acc"]) <= 1
+  np.testing.assert_allclose(metrics["loss"] - without["loss"], 2.0 * metrics["loss_id_con"], rtol=1e-4)
 
 
 def test_identity_decorrelation_term_pairs_z_id_with_each_motion_token(synthetic_corpus):

@@ -48,6 +48,9 @@ def train_and_evaluate(config, workdir: str, evaluate: bool = True) -> dict[str,
   if evaluate and config.model.get("mode", "synclipmae") == "mae":
     print("no sync evaluation: model.mode='mae' has no prompt tokens and no audio branch")
     evaluate = False
+  if evaluate and config.eval.num_samples < 1:
+    print(f"no sync evaluation: eval.num_samples={config.eval.num_samples}")
+    evaluate = False
   if evaluate and jax.process_count() > 1:
     # Process 0 evaluates alone: parameters sharded over other processes' devices (mesh.fsdp) are first gathered
     # whole, every process taking part.

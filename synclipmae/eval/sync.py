@@ -120,6 +120,8 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
   """
   if metric not in METRICS:
     raise ValueError(f"metric={metric!r}: choose one of {METRICS}")
+  if num_samples < 1:
+    raise ValueError(f"num_samples={num_samples}: the sync evaluation needs at least one sample")
   contexts = sorted(set(contexts) | {context_frames})
   window = max(contexts) + 2 * max_offset
   plan = _plan(corpus, split, num_samples, window, max_offset, seed)

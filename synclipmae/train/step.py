@@ -132,6 +132,8 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
       "speaker_groups": jnp.repeat(jnp.arange(b) // (2 if pairs else 1), t),
       "frame_ids": (batch["start"][:, None] + jnp.arange(t)[None, :]).reshape(n),
   }
+  if pairs:  # loss.id_con's positive for each frame: a random frame of the other clip of its speaker.
+    aux["id_partner"] = masking.partner_identity_sources(jax.random.fold_in(k_identity, 1), b, t)
   if config.model.get("ambient_pose", False):  # loss.amb_warp's reference: the frame that gave z_id, or with
     face = batch["face_patches"].reshape(n, num_patches)  # masking.warp_max_shift a frame of the same clip.
     if not config.model.get("driving_appearance", False):  # Nothing may draw the mouth: leave it out.
@@ -167,6 +169,10 @@ def compute_losses(out: dict[str, jax.Array], aux: dict[str, jax.Array], config:
     terms["amb_con"], _ = losses.info_nce(
         out["z_amb"], out["z_amb_uniform"], aux["clip_ids"], aux["frame_ids"],
         jnp.log(1.0 / config.loss.amb_temperature), config.loss.neighbour_frames, groups=aux["speaker_groups"])
+  metrics = dict(con_metrics)
+  if config.loss.get("id_con", 0):  # z_id of two clips of one speaker agree; other speakers' differ.
+    terms["id_con"], metrics["id_acc"] = losses.speaker_info_nce(
+        out["z_id"], aux["id_partner"], aux["speaker_groups"], config.loss.id_temperature)
   if "amb_pose" in out:  # model.ambient_pose: z_amb's pose must warp the reference frame onto the target.
     ref = aux["warp_reference"]
     warp_loss = lambda appearance: losses.pose_warp_loss(
@@ -183,7 +189,7 @@ def compute_losses(out: dict[str, jax.Array], aux: dict[str, jax.Array], config:
                               + losses.cross_covariance_loss([out["z_id"], out["z_amb"]]))
   weights = {k: config.loss[k] for k in terms}
   total = losses.total_loss(terms, weights)
-  return total, {"loss": total, **{f"loss_{k}": v for k, v in terms.items()}, **con_metrics}
+  return total, {"loss": total, **{f"loss_{k}": v for k, v in terms.items()}, **metrics}
 
 
 def loss_and_grads(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict, state: TrainState,
