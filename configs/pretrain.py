@@ -185,6 +185,10 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       # at the same sync (BENCHMARKS.md "An identity code by contrast"); 1 costs sync. 0: off.
       "id_con": 0.1 if small else 0.0,
       "id_temperature": 0.1,
+      # Identity out of z_voc and z_amb: their similarity to a frame of the speaker's other clip made no higher than
+      # to other speakers' frames (ours; losses.speaker_confusion; needs data.identity_pairs). mu: 1 and 4 leave
+      # the identity probes of z_voc / z_amb where they were (BENCHMARKS.md "An identity code by contrast"). 0: off.
+      "id_confusion": 0.0,
       # InfoNCE between the z_amb of a frame's two views, negatives the same speaker's other frames (ours; losses.py).
       "amb_con": 4.0 if small else 0.0,
       "amb_temperature": 0.1,

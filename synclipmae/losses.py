@@ -147,6 +147,31 @@ def _symmetric_nce(logits: jax.Array, excluded: jax.Array) -> tuple[jax.Array, j
           jnp.mean(jnp.argmax(logits, axis=0) == target))
 
 
+def _speaker_logits(tokens: jax.Array, partner: jax.Array, speakers: jax.Array, temperature: float
+                    ) -> tuple[jax.Array, jax.Array]:
+  """Cosine logits of every frame against every frame's partner [N, N] (positives on the diagonal), and the mask
+  of the speaker's other frames, which are neither positives nor negatives."""
+  z = _l2_normalize(tokens.astype(jnp.float32))
+  same = speakers[:, None] == speakers[None, :]
+  return (z @ z[partner].T) / temperature, same & ~jnp.eye(tokens.shape[0], dtype=bool)
+
+
+def speaker_confusion(tokens: jax.Array, partner: jax.Array, speakers: jax.Array, temperature: float) -> jax.Array:
+  """Identity out of a motion token (ours, loss.id_confusion): the candidates of `speaker_info_nce` (the partner
+  frame of the same speaker, every frame of the other speakers) should look equally alike to each frame. The
+  cross-entropy of the retrieval softmax against the uniform distribution over the candidates, less its minimum
+  log(#candidates): 0 when a token cannot tell its speaker's other clip from other people (a domain-confusion
+  loss, as in adversarial domain adaptation, without a discriminator to train). Symmetric over rows and columns."""
+  logits, excluded = _speaker_logits(tokens, partner, speakers, temperature)
+  candidates = ~excluded
+  count = jnp.sum(candidates, axis=1).astype(jnp.float32)  # Symmetric mask: the same count by columns.
+  masked = jnp.where(candidates, logits, -jnp.inf)
+  mean_logit = lambda axis: jnp.sum(jnp.where(candidates, logits, 0.0), axis=axis) / count
+  rows = jax.nn.logsumexp(masked, axis=1) - mean_logit(1) - jnp.log(count)
+  columns = jax.nn.logsumexp(masked, axis=0) - mean_logit(0) - jnp.log(count)
+  return 0.5 * (jnp.mean(rows) + jnp.mean(columns))
+
+
 def speaker_info_nce(tokens: jax.Array, partner: jax.Array, speakers: jax.Array, temperature: float
                      ) -> tuple[jax.Array, jax.Array]:
   """Identity InfoNCE (ours, loss.id_con): frame i's token and that of frame partner[i], another clip of the same
@@ -164,10 +189,7 @@ def speaker_info_nce(tokens: jax.Array, partner: jax.Array, speakers: jax.Array,
   Returns:
     (loss, top-1 accuracy of finding the partner among the candidates).
   """
-  z = _l2_normalize(tokens.astype(jnp.float32))
-  logits = (z @ z[partner].T) / temperature
-  same = speakers[:, None] == speakers[None, :]
-  loss, acc_rows, acc_columns = _symmetric_nce(logits, same & ~jnp.eye(tokens.shape[0], dtype=bool))
+  loss, acc_rows, acc_columns = _symmetric_nce(*_speaker_logits(tokens, partner, speakers, temperature))
   return loss, jax.lax.stop_gradient(0.5 * (acc_rows + acc_columns))
 
 

@@ -158,6 +158,29 @@ def test_speaker_info_nce_matches_reference_and_ignores_the_speakers_other_frame
   assert float(loss) > 1.0
 
 
+def test_speaker_confusion_is_zero_when_no_token_tells_its_speaker():
+  """loss.id_confusion: 0 for tokens that do not depend on the speaker, large for one code per speaker, and the
+  cross-entropy against the uniform distribution over the candidates (by a loop) less log(#candidates)."""
+  rng = np.random.default_rng(4)
+  speakers = np.repeat(np.arange(4), 6)
+  partner = np.array([6 * (i // 6) + (i % 6 + 3) % 6 for i in range(24)])
+  as_array = lambda x: jnp.asarray(x, jnp.float32)
+  constant = np.ones((24, 8))
+  np.testing.assert_allclose(losses.speaker_confusion(as_array(constant), partner, speakers, 0.1), 0.0, atol=1e-5)
+  codes = rng.normal(size=(4, 64))[speakers]
+  assert float(losses.speaker_confusion(as_array(codes), partner, speakers, 0.1)) > 3.0
+  tokens = rng.normal(size=(24, 16))
+  z = tokens / np.linalg.norm(tokens, axis=1, keepdims=True)
+  logits = z @ z[partner].T / 0.1
+  rows, columns = [], []
+  for i in range(24):
+    keep = [j for j in range(24) if j == i or speakers[j] != speakers[i]]
+    for values, out in ((logits[i, keep], rows), (logits[keep, i], columns)):
+      out.append(np.log(np.exp(values).sum()) - values.mean() - np.log(len(keep)))
+  np.testing.assert_allclose(losses.speaker_confusion(as_array(tokens), partner, speakers, 0.1),
+                             0.5 * (np.mean(rows) + np.mean(columns)), rtol=1e-4)
+
+
 def test_neighbour_exclusion_mask():
   clip_ids = np.array([0, 0, 0, 0, 1, 1])
   frame_ids = np.array([0, 1, 2, 5, 1, 2])

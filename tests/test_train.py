@@ -232,9 +232,9 @@ def test_warp_reference_from_the_same_clip(synthetic_corpus):
     np.testing.assert_array_equal(shifted_inputs[name], inputs[name])
 
 
-def test_identity_contrast_pairs_z_id_across_the_speakers_two_clips(synthetic_corpus):
+def test_identity_terms_pair_each_frame_with_the_speakers_other_clip(synthetic_corpus):
   """loss.id_con (on in mu by default; 0 switches it off): the step adds the speaker InfoNCE of z_id with its
-  weight, each frame's positive a frame of the other clip of its pair."""
+  weight, each frame's positive a frame of the other clip of its pair; loss.id_confusion likewise."""
   config = small_config(synthetic_corpus)
   batch = _first_batch(config)
   b, t = batch["video"].shape[:2]
@@ -250,6 +250,10 @@ def test_identity_contrast_pairs_z_id_across_the_speakers_two_clips(synthetic_co
   metrics = step()
   assert 0 < float(metrics["loss_id_con"]) and 0 <= float(metrics["id_acc"]) <= 1
   np.testing.assert_allclose(metrics["loss"] - without["loss"], 2.0 * metrics["loss_id_con"], rtol=1e-4)
+  config.loss.id_con, config.loss.id_confusion = 0.0, 3.0  # loss.id_confusion: the same pairs, z_voc and z_amb.
+  confused = step()
+  assert float(confused["loss_id_confusion"]) > 0 and "loss_id_con" not in confused
+  np.testing.assert_allclose(confused["loss"] - without["loss"], 3.0 * confused["loss_id_confusion"], rtol=1e-4)
 
 
 def test_identity_decorrelation_term_pairs_z_id_with_each_motion_token(synthetic_corpus):

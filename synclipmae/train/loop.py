@@ -84,13 +84,14 @@ def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
                       f"data.num_frames={config.data.num_frames} (max 0 turns the shift off)")
   if not config.eval.num_samples >= 0:
     problems.append(f"eval.num_samples={config.eval.num_samples} must be >= 0 (0: no evaluation after training)")
-  if config.loss.get("id_con", 0) and not config.data.get("identity_pairs", False):
-    problems.append("loss.id_con needs data.identity_pairs=True (its positives are the other clip of a speaker)")
-  if config.loss.get("id_con", 0) and not config.loss.get("id_temperature", 0) > 0:
+  for name in ("id_con", "id_confusion"):
+    if config.loss.get(name, 0) and not config.data.get("identity_pairs", False):
+      problems.append(f"loss.{name} needs data.identity_pairs=True (it compares the two clips of a speaker)")
+  if (config.loss.get("id_con", 0) or config.loss.get("id_confusion", 0)) and not config.loss.id_temperature > 0:
     problems.append(f"loss.id_temperature={config.loss.get('id_temperature')} must be > 0")
   for name, weight in config.loss.items():
     weights = ("rec_video", "rec_audio", "rec_stats", "con", "con_clip", "xcov", "xcov_id", "mouth_weight",
-               "amb_con", "amb_warp", "id_con")
+               "amb_con", "amb_warp", "id_con", "id_confusion")
     if name in weights and not weight >= 0:
       problems.append(f"loss.{name}={weight} must be a non-negative weight")
   if m.get("dtype", "float32") not in COMPUTE_DTYPES:

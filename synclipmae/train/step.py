@@ -173,6 +173,10 @@ def compute_losses(out: dict[str, jax.Array], aux: dict[str, jax.Array], config:
   if config.loss.get("id_con", 0):  # z_id of two clips of one speaker agree; other speakers' differ.
     terms["id_con"], metrics["id_acc"] = losses.speaker_info_nce(
         out["z_id"], aux["id_partner"], aux["speaker_groups"], config.loss.id_temperature)
+  if config.loss.get("id_confusion", 0):  # z_voc and z_amb should not tell a speaker's other clip from others.
+    terms["id_confusion"] = 0.5 * sum(
+        losses.speaker_confusion(out[k], aux["id_partner"], aux["speaker_groups"], config.loss.id_temperature)
+        for k in ("z_voc", "z_amb"))
   if "amb_pose" in out:  # model.ambient_pose: z_amb's pose must warp the reference frame onto the target.
     ref = aux["warp_reference"]
     warp_loss = lambda appearance: losses.pose_warp_loss(
