@@ -173,6 +173,11 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       # makes). Ours, not the paper's; on mu weight 8 lifted held-out sync at K=5 from 31 % to 50 %, 16 to 52 %
       # (BENCHMARKS.md). Unmeasured on the larger variants, which keep the paper's objective.
       "con_clip": 16.0 if small else 0.0,
+      # The same-clip InfoNCE on windows of window_frames frames, each scored by the mean of its per-frame cosines
+      # as the sync evaluation scores an offset (ours; losses.window_info_nce). mu: 16 beside con_clip changes
+      # nothing, instead of it costs 11 points of sync (BENCHMARKS.md "Windows in the contrastive loss"). 0: off.
+      "con_window": 0.0,
+      "window_frames": 5,
       # lambda_xcov: decorrelation of z_id, z_voc, z_amb. mu: 0.01 (85.8 % vs 84.0 % sync at K=5 with 0.05; at 0.5
       # sync does not learn, BENCHMARKS.md).
       "xcov": 0.01 if small else 0.05,

@@ -9,6 +9,8 @@
   are positives, the other frames of the same speaker (its clip and the paired clip) negatives, so z_amb must tell
   apart frames of one person: head pose, blinks, expression; never identity (constant among the candidates), and
   never the mouth (which z_amb cannot see with encoder.mouth_private).
+* `window_info_nce` (ours, loss.con_window): the same-clip InfoNCE on K-frame windows, each scored by the mean of
+  its per-frame cosines, as the sync evaluation scores an offset.
 * `speaker_info_nce` (ours, loss.id_con): `z_id` of two clips of one speaker are positives, other speakers'
   frames negatives, so z_id is an identity code rather than whatever the decoder leaves to it.
 * `pose_warp_loss` (ours, loss.amb_warp): a reference frame of the same person, warped from its predicted head pose
@@ -133,6 +135,37 @@ def info_nce(video: jax.Array, audio: jax.Array, clip_ids: jax.Array, frame_ids:
   loss, acc_rows, acc_columns = _symmetric_nce(logits, excluded)
   metrics = {"con_acc_v2a": acc_rows, "con_acc_a2v": acc_columns, "temperature": 1.0 / scale}
   return loss, jax.tree.map(jax.lax.stop_gradient, metrics)
+
+
+def window_info_nce(video: jax.Array, audio: jax.Array, num_frames: int, window: int, logit_scale: jax.Array,
+                    neighbour_frames: int) -> jax.Array:
+  """Same-clip InfoNCE over windows of `window` frames, scored as the sync evaluation scores an offset (ours,
+  loss.con_window): the logit of (video window at i, audio window at j) is the mean over k < window of the
+  per-frame cosines cos(video_{i+k}, audio_{j+k}), times the scale; positives i = j, negatives the clip's other
+  window starts more than `neighbour_frames` away.
+
+  Why: the evaluation decides on K-frame sums of similarities, so a frame that says little (a pause, a mouth
+  between shapes) need not be matched alone; the per-frame term spends gradient on such frames that this one does
+  not. The tokens stay per frame: only the loss looks at windows.
+
+  Args:
+    video, audio: [B * T, D] tokens of B clip windows of T = num_frames consecutive frames, clip-major.
+    num_frames: T (Python int); window: K <= T (Python int); neighbour_frames: the exclusion radius.
+    logit_scale: scalar log inverse temperature (clamped as in `info_nce`).
+  Returns:
+    scalar float32, the mean over clips.
+  """
+  if not 1 <= window <= num_frames:
+    raise ValueError(f"window={window} must be in [1, num_frames={num_frames}]")
+  scale = jnp.minimum(jnp.exp(logit_scale.astype(jnp.float32)), MAX_LOGIT_SCALE)
+  as_clips = lambda x: _l2_normalize(x.astype(jnp.float32)).reshape(-1, num_frames, x.shape[-1])
+  frames = jnp.einsum("bid,bjd->bij", as_clips(video), as_clips(audio))  # [B, T, T] per-frame cosines.
+  starts = num_frames - window + 1
+  windows = sum(frames[:, k:k + starts, k:k + starts] for k in range(window)) / window
+  offsets = jnp.abs(jnp.arange(starts)[:, None] - jnp.arange(starts)[None, :])
+  excluded = (offsets <= neighbour_frames) & (offsets > 0)
+  losses = jax.vmap(lambda logits: _symmetric_nce(scale * logits, excluded)[0])(windows)
+  return jnp.mean(losses)
 
 
 def _symmetric_nce(logits: jax.Array, excluded: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

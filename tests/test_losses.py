@@ -123,6 +123,32 @@ def test_info_nce_within_groups_matches_reference():
   np.testing.assert_allclose(metrics["con_acc_v2a"], ref_v2a, atol=1e-6)
 
 
+def test_window_info_nce_scores_windows_as_the_sync_evaluation_does():
+  """loss.con_window: with K = 1 it is the same-clip InfoNCE; with K = 5 each logit is the mean of the window's
+  per-frame cosines (a loop reference)."""
+  rng = np.random.default_rng(6)
+  clip_ids, frame_ids = _clips(num_clips=3, num_frames=10)
+  video, audio = (jnp.asarray(x, jnp.float32) for x in rng.normal(size=(2, 30, 8)))
+  scale = jnp.float32(math.log(10.0))
+  per_frame, _ = losses.info_nce(video, audio, clip_ids, frame_ids, scale, 2, same_clip_only=True)
+  np.testing.assert_allclose(losses.window_info_nce(video, audio, 10, 1, scale, 2), per_frame, rtol=1e-5)
+  v = np.asarray(video) / np.linalg.norm(video, axis=1, keepdims=True)
+  a = np.asarray(audio) / np.linalg.norm(audio, axis=1, keepdims=True)
+  total = []
+  for c in range(3):
+    cos = v[10 * c:10 * c + 10] @ a[10 * c:10 * c + 10].T
+    logits = 10.0 * np.array([[np.mean([cos[i + k, j + k] for k in range(5)]) for j in range(6)] for i in range(6)])
+    keep = np.abs(np.arange(6)[:, None] - np.arange(6)[None, :]) != 0
+    keep &= np.abs(np.arange(6)[:, None] - np.arange(6)[None, :]) > 2
+    keep |= np.eye(6, dtype=bool)
+    rows = [np.log(np.exp(logits[i, keep[i]]).sum()) - logits[i, i] for i in range(6)]
+    columns = [np.log(np.exp(logits[keep[:, j], j]).sum()) - logits[j, j] for j in range(6)]
+    total.append(0.5 * (np.mean(rows) + np.mean(columns)))
+  np.testing.assert_allclose(losses.window_info_nce(video, audio, 10, 5, scale, 2), np.mean(total), rtol=1e-4)
+  with pytest.raises(ValueError, match="window=11 must be in"):
+    losses.window_info_nce(video, audio, 10, 11, scale, 2)
+
+
 def _speaker_nce_reference(tokens, partner, speakers, temperature):
   """Loops: row i's candidates are column i and every column of another speaker; columns likewise."""
   z = tokens / np.linalg.norm(tokens, axis=1, keepdims=True)

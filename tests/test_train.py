@@ -177,6 +177,7 @@ def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path)
   config.data.identity_pairs, config.data.batch_size = True, 3
   config.loss.mouth_weight = -1.0
   config.loss.id_con, config.loss.id_temperature = 1.0, 0.0
+  config.loss.con_window, config.loss.window_frames = 1.0, config.data.num_frames + 1
   config.eval.num_samples = -1
   with pytest.raises(ValueError) as error:
     loop.pretrain(config, str(tmp_path))
@@ -190,6 +191,7 @@ def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path)
   assert "data.identity_pairs needs an even data.batch_size (pairs of clips), got 3" in message
   assert "loss.mouth_weight=-1.0 must be a non-negative weight" in message
   assert "loss.id_temperature=0.0 must be > 0" in message and "eval.num_samples=-1 must be >= 0" in message
+  assert f"loss.window_frames={config.data.num_frames + 1} must be in [1, data.num_frames=" in message
   assert not (tmp_path / "checkpoints").exists()
 
 
@@ -254,6 +256,22 @@ def test_identity_terms_pair_each_frame_with_the_speakers_other_clip(synthetic_c
   confused = step()
   assert float(confused["loss_id_confusion"]) > 0 and "loss_id_con" not in confused
   np.testing.assert_allclose(confused["loss"] - without["loss"], 3.0 * confused["loss_id_confusion"], rtol=1e-4)
+
+
+def test_window_contrast_is_added_with_its_weight(synthetic_corpus):
+  """loss.con_window: off by default; on, the step adds the windowed same-clip InfoNCE of z_voc and the audio
+  tokens over data.num_frames-frame clip windows."""
+  config = small_config(synthetic_corpus)
+  config.loss.neighbour_frames = 0  # 4-frame clip windows: 2-frame windows at 3 starts, each the others' negative.
+  batch = _first_batch(config)
+  graphdef, state = step_lib.init_state(config)
+  step = lambda: jax.jit(lambda s, b: step_lib.loss_and_grads(graphdef, config, s, b)[0])(state, batch)
+  without = step()
+  assert "loss_con_window" not in without
+  config.loss.con_window, config.loss.window_frames = 4.0, 2
+  metrics = step()
+  assert 0 < float(metrics["loss_con_window"])
+  np.testing.assert_allclose(metrics["loss"] - without["loss"], 4.0 * metrics["loss_con_window"], rtol=1e-4)
 
 
 def test_identity_decorrelation_term_pairs_z_id_with_each_motion_token(synthetic_corpus):

@@ -84,6 +84,9 @@ def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
                       f"data.num_frames={config.data.num_frames} (max 0 turns the shift off)")
   if not config.eval.num_samples >= 0:
     problems.append(f"eval.num_samples={config.eval.num_samples} must be >= 0 (0: no evaluation after training)")
+  if config.loss.get("con_window", 0) and not 1 <= config.loss.window_frames <= config.data.num_frames:
+    problems.append(f"loss.window_frames={config.loss.window_frames} must be in [1, data.num_frames="
+                    f"{config.data.num_frames}] for loss.con_window")
   for name in ("id_con", "id_confusion"):
     if config.loss.get(name, 0) and not config.data.get("identity_pairs", False):
       problems.append(f"loss.{name} needs data.identity_pairs=True (it compares the two clips of a speaker)")
@@ -91,7 +94,7 @@ def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
     problems.append(f"loss.id_temperature={config.loss.get('id_temperature')} must be > 0")
   for name, weight in config.loss.items():
     weights = ("rec_video", "rec_audio", "rec_stats", "con", "con_clip", "xcov", "xcov_id", "mouth_weight",
-               "amb_con", "amb_warp", "id_con", "id_confusion")
+               "amb_con", "amb_warp", "id_con", "id_confusion", "con_window")
     if name in weights and not weight >= 0:
       problems.append(f"loss.{name}={weight} must be a non-negative weight")
   if m.get("dtype", "float32") not in COMPUTE_DTYPES:

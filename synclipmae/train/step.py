@@ -165,6 +165,10 @@ def compute_losses(out: dict[str, jax.Array], aux: dict[str, jax.Array], config:
   if config.loss.get("con_clip", 0):
     terms["con_clip"], _ = losses.info_nce(out["z_voc"], out["audio_tokens"], aux["clip_ids"], aux["frame_ids"],
                                            out["logit_scale"], config.loss.neighbour_frames, same_clip_only=True)
+  if config.loss.get("con_window", 0):
+    terms["con_window"] = losses.window_info_nce(out["z_voc"], out["audio_tokens"], config.data.num_frames,
+                                                 config.loss.window_frames, out["logit_scale"],
+                                                 config.loss.neighbour_frames)
   if config.loss.get("amb_con", 0):
     terms["amb_con"], _ = losses.info_nce(
         out["z_amb"], out["z_amb_uniform"], aux["clip_ids"], aux["frame_ids"],
