@@ -114,9 +114,11 @@ def trained_run(tmp_path_factory):
     # One device: strip the 8 fake devices (an all-blank XLA_FLAGS is read as a flags file name, so strip blanks).
     flags = os.environ["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8", "").strip()
     env = {**os.environ, "XLA_FLAGS": flags, "JAX_DISABLE_MOST_OPTIMIZATIONS": "0"}  # Minutes of training.
+    # Without loss.id_con: at 300 steps on this 16-identity corpus it delays sync (held-out videos in
+    # test_sync_videos: 31/40 within a frame with it, 37/40 without), and the fixture exists to have learnt sync.
     _run_cli(["pretrain", "--config=configs/pretrain.py:mu", f"--workdir={workdir}", f"--config.data.dir={corpus}",
               f"--config.train.num_steps={TRAINED_STEPS}", "--config.train.checkpoint_every=100",
-              "--config.eval.num_samples=64"], env)
+              "--config.eval.num_samples=64", "--config.loss.id_con=0"], env)
     _run_cli(["export", f"--workdir={workdir}", f"--out={export}"], env)
 
   # SYNCLIPMAE_TEST_TRAINED_RUN=DIR keeps the run in DIR and reuses it in later sessions (while editing tests).
