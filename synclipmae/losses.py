@@ -164,8 +164,8 @@ def window_info_nce(video: jax.Array, audio: jax.Array, num_frames: int, window:
   windows = sum(frames[:, k:k + starts, k:k + starts] for k in range(window)) / window
   offsets = jnp.abs(jnp.arange(starts)[:, None] - jnp.arange(starts)[None, :])
   excluded = (offsets <= neighbour_frames) & (offsets > 0)
-  losses = jax.vmap(lambda logits: _symmetric_nce(scale * logits, excluded)[0])(windows)
-  return jnp.mean(losses)
+  per_clip = jax.vmap(lambda logits: _symmetric_nce(scale * logits, excluded)[0])(windows)
+  return jnp.mean(per_clip)
 
 
 def _symmetric_nce(logits: jax.Array, excluded: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
