@@ -87,6 +87,11 @@ def _l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=-1, keepdims=True), eps * eps))
 
 
+def _clamped_scale(logit_scale: jax.Array) -> jax.Array:
+  """exp(logit_scale) clamped at MAX_LOGIT_SCALE (CLIP's guard against a collapsing temperature), float32."""
+  return jnp.minimum(jnp.exp(logit_scale.astype(jnp.float32)), MAX_LOGIT_SCALE)
+
+
 def neighbour_exclusion(clip_ids: jax.Array, frame_ids: jax.Array, neighbour_frames: int) -> jax.Array:
   """bool [N, N], True for pairs taken out of the negatives: other entries of the same clip within k frames.
 
@@ -125,7 +130,7 @@ def info_nce(video: jax.Array, audio: jax.Array, clip_ids: jax.Array, frame_ids:
     (loss, metrics) with metrics "con_acc_v2a", "con_acc_a2v" (top-1 retrieval of the right partner among the
     same candidates the loss uses) and "temperature" (1 / the clamped scale).
   """
-  scale = jnp.minimum(jnp.exp(logit_scale.astype(jnp.float32)), MAX_LOGIT_SCALE)
+  scale = _clamped_scale(logit_scale)
   logits = scale * (_l2_normalize(video.astype(jnp.float32)) @ _l2_normalize(audio.astype(jnp.float32)).T)
   excluded = neighbour_exclusion(clip_ids, frame_ids, neighbour_frames)
   if same_clip_only:
@@ -157,7 +162,7 @@ def window_info_nce(video: jax.Array, audio: jax.Array, num_frames: int, window:
   """
   if not 1 <= window <= num_frames:
     raise ValueError(f"window={window} must be in [1, num_frames={num_frames}]")
-  scale = jnp.minimum(jnp.exp(logit_scale.astype(jnp.float32)), MAX_LOGIT_SCALE)
+  scale = _clamped_scale(logit_scale)
   as_clips = lambda x: _l2_normalize(x.astype(jnp.float32)).reshape(-1, num_frames, x.shape[-1])
   frames = jnp.einsum("bid,bjd->bij", as_clips(video), as_clips(audio))  # [B, T, T] per-frame cosines.
   starts = num_frames - window + 1

@@ -138,9 +138,7 @@ def test_window_info_nce_scores_windows_as_the_sync_evaluation_does():
   for c in range(3):
     cos = v[10 * c:10 * c + 10] @ a[10 * c:10 * c + 10].T
     logits = 10.0 * np.array([[np.mean([cos[i + k, j + k] for k in range(5)]) for j in range(6)] for i in range(6)])
-    keep = np.abs(np.arange(6)[:, None] - np.arange(6)[None, :]) != 0
-    keep &= np.abs(np.arange(6)[:, None] - np.arange(6)[None, :]) > 2
-    keep |= np.eye(6, dtype=bool)
+    keep = (np.abs(np.arange(6)[:, None] - np.arange(6)[None, :]) > 2) | np.eye(6, dtype=bool)
     rows = [np.log(np.exp(logits[i, keep[i]]).sum()) - logits[i, i] for i in range(6)]
     columns = [np.log(np.exp(logits[keep[:, j], j]).sum()) - logits[j, j] for j in range(6)]
     total.append(0.5 * (np.mean(rows) + np.mean(columns)))

@@ -132,7 +132,7 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
       "speaker_groups": jnp.repeat(jnp.arange(b) // (2 if pairs else 1), t),
       "frame_ids": (batch["start"][:, None] + jnp.arange(t)[None, :]).reshape(n),
   }
-  if pairs:  # loss.id_con's positive for each frame: a random frame of the other clip of its speaker.
+  if pairs:  # loss.id_con / id_confusion's positive for each frame: a random frame of its speaker's other clip.
     aux["id_partner"] = masking.partner_identity_sources(jax.random.fold_in(k_identity, 1), b, t)
   if config.model.get("ambient_pose", False):  # loss.amb_warp's reference: the frame that gave z_id, or with
     face = batch["face_patches"].reshape(n, num_patches)  # masking.warp_max_shift a frame of the same clip.
