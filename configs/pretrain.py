@@ -173,6 +173,9 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       # makes). Ours, not the paper's; on mu weight 8 lifted held-out sync at K=5 from 31 % to 50 %, 16 to 52 %
       # (BENCHMARKS.md). Unmeasured on the larger variants, which keep the paper's objective.
       "con_clip": 16.0 if small else 0.0,
+      # Its audio negatives reach this many frames beyond the clip window on each side, so every frame meets the
+      # offsets the evaluation weighs (-15..+15; ours, losses.reach_info_nce). 0: the window's own audio only.
+      "clip_reach": 0,
       # The same-clip InfoNCE on windows of window_frames frames, each scored by the mean of its per-frame cosines
       # as the sync evaluation scores an offset (ours; losses.window_info_nce). mu: 16 beside con_clip changes
       # nothing, instead of it costs 11 points of sync (BENCHMARKS.md "Windows in the contrastive loss"). 0: off.

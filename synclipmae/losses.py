@@ -173,6 +173,40 @@ def window_info_nce(video: jax.Array, audio: jax.Array, num_frames: int, window:
   return jnp.mean(per_clip)
 
 
+def reach_info_nce(video: jax.Array, audio_wide: jax.Array, num_frames: int, reach: int, logit_scale: jax.Array,
+                   neighbour_frames: int) -> jax.Array:
+  """The same-clip InfoNCE with audio negatives reaching `reach` frames beyond the clip window (ours,
+  loss.clip_reach): each frame's z_voc is told its own audio among every time of the window +- reach, the candidate
+  offsets the sync evaluation weighs (-15..+15); each audio token of the window its frame among the window's frames
+  (as in `info_nce(..., same_clip_only=True)`, which this equals at reach 0). Frames within `neighbour_frames` of
+  the positive are neither positives nor negatives.
+
+  Why: in a 16-frame window a frame near its start meets no audio from before it and few of the large offsets the
+  evaluation must reject; audio tokens are cheap (no frame is encoded for them).
+
+  Args:
+    video: [B * T, D] z_voc of B clip windows of T = num_frames frames, clip-major.
+    audio_wide: [B * (T + 2 * reach), D] audio tokens of the same clips, from `reach` frames before each window to
+      `reach` frames after it (silence beyond the clip, as the pipeline pads it).
+    num_frames, reach, neighbour_frames: Python ints.
+    logit_scale: scalar log inverse temperature (clamped as in `info_nce`).
+  Returns:
+    scalar float32: the mean of the video->audio and audio->video cross-entropies.
+  """
+  t, wide = num_frames, num_frames + 2 * reach
+  scale = _clamped_scale(logit_scale)
+  v = _l2_normalize(video.astype(jnp.float32)).reshape(-1, t, video.shape[-1])
+  a = _l2_normalize(audio_wide.astype(jnp.float32)).reshape(-1, wide, audio_wide.shape[-1])
+  logits = scale * jnp.einsum("bid,bjd->bij", v, a)  # [B, T, T + 2R]; frame i's audio is column i + R.
+  offsets = jnp.arange(wide)[None, :] - (jnp.arange(t)[:, None] + reach)
+  near = (jnp.abs(offsets) <= neighbour_frames) & (offsets != 0)
+  rows = jnp.where(near, -jnp.inf, logits)
+  loss_rows = jax.nn.logsumexp(rows, axis=-1) - logits[:, jnp.arange(t), jnp.arange(t) + reach]
+  columns = rows[:, :, reach:reach + t]  # Audio of the window against the window's frames.
+  loss_columns = jax.nn.logsumexp(columns, axis=1) - logits[:, jnp.arange(t), jnp.arange(t) + reach]
+  return 0.5 * (jnp.mean(loss_rows) + jnp.mean(loss_columns))
+
+
 def _symmetric_nce(logits: jax.Array, excluded: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Cross-entropy of [N, N] logits with the positives on the diagonal, over rows and over columns, averaged;
   `excluded` entries are neither positives nor negatives. Returns (loss, top-1 accuracy by rows, by columns)."""

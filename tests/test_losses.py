@@ -147,6 +147,30 @@ def test_window_info_nce_scores_windows_as_the_sync_evaluation_does():
     losses.window_info_nce(video, audio, 10, 11, scale, 2)
 
 
+def test_reach_info_nce_adds_the_audio_around_the_window_to_the_negatives():
+  """loss.clip_reach: at reach 0 it is the same-clip InfoNCE; at reach 3 a frame's candidates are every audio token
+  of the window +- 3 frames (neighbours out), an audio token's the window's frames (a loop reference)."""
+  rng = np.random.default_rng(7)
+  clip_ids, frame_ids = _clips(num_clips=3, num_frames=10)
+  video = jnp.asarray(rng.normal(size=(30, 8)), jnp.float32)
+  wide = jnp.asarray(rng.normal(size=(3 * 16, 8)), jnp.float32)  # 10 frames + 3 on each side, per clip.
+  scale = jnp.float32(math.log(10.0))
+  centre = wide.reshape(3, 16, 8)[:, 3:13].reshape(30, 8)
+  same_clip, _ = losses.info_nce(video, centre, clip_ids, frame_ids, scale, 2, same_clip_only=True)
+  np.testing.assert_allclose(losses.reach_info_nce(video, centre, 10, 0, scale, 2), same_clip, rtol=1e-5)
+  v = np.asarray(video) / np.linalg.norm(video, axis=1, keepdims=True)
+  a = np.asarray(wide) / np.linalg.norm(wide, axis=1, keepdims=True)
+  total = []
+  for c in range(3):
+    logits = 10.0 * v[10 * c:10 * c + 10] @ a[16 * c:16 * c + 16].T  # [10, 16]; frame i's audio is column i + 3.
+    rows = [np.log(sum(np.exp(logits[i, j]) for j in range(16) if j == i + 3 or abs(j - i - 3) > 2))
+            - logits[i, i + 3] for i in range(10)]
+    columns = [np.log(sum(np.exp(logits[i, j + 3]) for i in range(10) if i == j or abs(i - j) > 2))
+               - logits[j, j + 3] for j in range(10)]
+    total.append(0.5 * (np.mean(rows) + np.mean(columns)))
+  np.testing.assert_allclose(losses.reach_info_nce(video, wide, 10, 3, scale, 2), np.mean(total), rtol=1e-5)
+
+
 def _speaker_nce_reference(tokens, partner, speakers, temperature):
   """Loops: row i's candidates are column i and every column of another speaker; columns likewise."""
   z = tokens / np.linalg.norm(tokens, axis=1, keepdims=True)

@@ -179,6 +179,7 @@ def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path)
   config.loss.id_con, config.loss.id_temperature = 1.0, 0.0
   config.loss.con_window, config.loss.window_frames = 1.0, config.data.num_frames + 1
   config.eval.num_samples = -1
+  config.loss.clip_reach = -1
   with pytest.raises(ValueError) as error:
     loop.pretrain(config, str(tmp_path))
   message = str(error.value)
@@ -192,6 +193,7 @@ def test_bad_config_values_are_named_before_training(synthetic_corpus, tmp_path)
   assert "loss.mouth_weight=-1.0 must be a non-negative weight" in message
   assert "loss.id_temperature=0.0 must be > 0" in message and "eval.num_samples=-1 must be >= 0" in message
   assert f"loss.window_frames={config.data.num_frames + 1} must be in [1, data.num_frames=" in message
+  assert "loss.clip_reach=-1 must be a whole number of frames >= 0" in message
   assert not (tmp_path / "checkpoints").exists()
 
 
@@ -272,6 +274,39 @@ def test_window_contrast_is_added_with_its_weight(synthetic_corpus):
   metrics = step()
   assert 0 < float(metrics["loss_con_window"])
   np.testing.assert_allclose(metrics["loss"] - without["loss"], 4.0 * metrics["loss_con_window"], rtol=1e-4)
+
+
+def test_clip_reach_widens_the_audio_and_the_same_clip_negatives(synthetic_corpus):
+  """loss.clip_reach = R: the pipeline cuts R more audio frames on each side of every window, the model returns
+  the audio tokens of the window +- R, the window's own are its centre, and loss.con_clip is the InfoNCE over them."""
+  from flax import nnx
+
+  from synclipmae import losses
+  config = small_config(synthetic_corpus)
+  config.loss.clip_reach = 3
+  margin = pipeline.training_audio_margin(config)
+  assert margin == config.model.audio.margin_frames + 3
+  ds = pipeline.make_dataset(config.data.dir, "train", batch_size=config.data.batch_size,
+                             num_frames=config.data.num_frames, seed=0, patch_size=config.model.patch_size,
+                             audio_margin_frames=margin, identity_pairs=True, process_index=0, process_count=1)
+  batch = next(pipeline.make_iterator(ds))
+  b, t = batch["video"].shape[:2]
+  assert batch["audio"].shape == (b, (t + 2 * margin) * 640)
+  graphdef, state = step_lib.init_state(config)
+  metrics = jax.jit(lambda s, b: step_lib.loss_and_grads(graphdef, config, s, b)[0])(state, batch)
+
+  @jax.jit
+  def outputs(state, batch):
+    model = nnx.merge(graphdef, state.params, state.frozen)
+    inputs, _ = step_lib.model_inputs(jax.random.fold_in(jax.random.key(config.seed), state.step), batch, config)
+    return model(inputs, num_frames=t, audio_reach=3)
+
+  out = outputs(state, batch)
+  wide = out["audio_tokens_wide"].reshape(b, t + 6, -1)
+  np.testing.assert_array_equal(out["audio_tokens"], wide[:, 3:3 + t].reshape(b * t, -1))
+  expected = losses.reach_info_nce(out["z_voc"], out["audio_tokens_wide"], t, 3, out["logit_scale"],
+                                   config.loss.neighbour_frames)
+  np.testing.assert_allclose(metrics["loss_con_clip"], expected, rtol=1e-4)
 
 
 def test_identity_decorrelation_term_pairs_z_id_with_each_motion_token(synthetic_corpus):

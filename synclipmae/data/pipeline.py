@@ -198,12 +198,18 @@ def make_dataset(corpus: Corpus | str, split: str, *, batch_size: int, num_frame
   return ds.batch(batch_size, drop_remainder=drop_remainder)
 
 
+def training_audio_margin(config) -> int:
+  """Audio frames on each side of a training window: the adapter's context (model.audio.margin_frames) plus the
+  reach of the same-clip InfoNCE's audio negatives beyond the window (loss.clip_reach)."""
+  return config.model.audio.margin_frames + config.loss.get("clip_reach", 0)
+
+
 def batch_spec(config) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
   """(shape, dtype) of each global-batch array the train step reads, for a pretraining config: what
   `make_dataset` yields, for planning memory and benchmarking speed without a corpus of that image size."""
   b, t, s, p = config.data.batch_size, config.data.num_frames, config.model.image_size, config.model.patch_size
   samples = int(round(config.model.audio.sample_rate / config.model.audio.fps)) * (
-      t + 2 * config.model.audio.margin_frames)
+      t + 2 * training_audio_margin(config))
   patches = (s // p) ** 2
   return {"video": ((b, t, s, s, 3), np.dtype(np.uint8)), "audio": ((b, samples), np.dtype(np.float32)),
           "face_patches": ((b, t, patches), np.dtype(np.float32)),

@@ -193,7 +193,8 @@ class SyncLipMAE(nnx.Module):
         change = change + self.appearance(driving, "driving") - self.appearance(reference_driving, "driving")
     return jnp.clip(warp.draw(reference, self.pose(z_amb), self.pose(reference_z_amb), change), 0.0, 1.0)
 
-  def __call__(self, inputs: dict[str, jax.Array], *, num_frames: int) -> dict[str, jax.Array]:
+  def __call__(self, inputs: dict[str, jax.Array], *, num_frames: int, audio_reach: int = 0
+               ) -> dict[str, jax.Array]:
     """One training forward pass; see the module docstring for the layout of N.
 
     inputs: "frames", "frames_jittered" [N,H,W,3]; "keep_uniform", "keep_face" int32 [N,K];
@@ -201,6 +202,9 @@ class SyncLipMAE(nnx.Module):
     "id_source" int32 [N] (the frame whose z_id, and with decoder.visible="identity_source" whose visible patches,
     condition frame n); optional "amb_source" int32 [N] (the frame whose z_amb conditions frame n; default: frame
     n itself); "mouth_patches" [N,P] per-patch mouth fractions (needed with encoder.mouth_private).
+    audio_reach: R > 0 when the audio covers R more frames on each side than T + 2*margin (loss.clip_reach): the
+    audio tokens of those frames come out too, as "audio_tokens_wide" [B * (T + 2R), Dp]; every other use of the
+    audio tokens takes the window's own.
     """
     n = inputs["frames"].shape[0]
     mouth = inputs.get("mouth_patches")
@@ -211,10 +215,12 @@ class SyncLipMAE(nnx.Module):
     z_id, patches = enc["z_id"][:n], enc["patches"][:n]
     z_voc, z_amb = enc["z_voc"][n:], enc["z_amb"][n:]
 
+    wide = num_frames + 2 * audio_reach
     if "audio_features" in inputs:  # Precomputed by the frozen encoder (synclipmae.data.audio_features).
-      audio_tokens = self.encode_audio_features(inputs["audio_features"], num_frames).reshape(n, -1)
+      audio_wide = self.encode_audio_features(inputs["audio_features"], wide)
     else:
-      audio_tokens = self.encode_audio(inputs["audio"], num_frames).reshape(n, -1)
+      audio_wide = self.encode_audio(inputs["audio"], wide)
+    audio_tokens = audio_wide[:, audio_reach:audio_reach + num_frames].reshape(n, -1)
     z_id_cond = z_id[inputs["id_source"]]
     z_amb_cond = z_amb[inputs["amb_source"]] if "amb_source" in inputs else z_amb
 
@@ -230,6 +236,7 @@ class SyncLipMAE(nnx.Module):
             "z_amb_cond": z_amb_cond,
             "patches_uniform": patches, "recon_video": recon[:n], "recon_audio": recon[n:],
             "logit_scale": self.logit_scale[...],
+            **({"audio_tokens_wide": audio_wide.reshape(-1, audio_wide.shape[-1])} if audio_reach else {}),
             **({} if self.ambient_pose is None else {"amb_pose": self.pose(z_amb)}),
             **({} if self.ambient_appearance is None else {"amb_appearance": self.appearance(z_amb)}),
             **({} if self.driving_appearance is None else {

@@ -99,6 +99,14 @@ def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
       problems.append(f"loss.{name}={weight} must be a non-negative weight")
   if m.get("dtype", "float32") not in COMPUTE_DTYPES:
     problems.append(f"model.dtype={m.dtype!r} must be one of {COMPUTE_DTYPES}")
+  reach = config.loss.get("clip_reach", 0)
+  if not (isinstance(reach, int) and reach >= 0):
+    problems.append(f"loss.clip_reach={reach!r} must be a whole number of frames >= 0")
+  elif reach and not config.loss.get("con_clip", 0):
+    problems.append(f"loss.clip_reach={reach} widens the same-clip InfoNCE's negatives, which is off (loss.con_clip=0)")
+  elif reach and config.data.get("audio_features"):
+    problems.append(f"loss.clip_reach={reach} needs the audio around each window, which precomputed features "
+                    "(data.audio_features) do not hold beyond their margin; train on the audio or set it to 0")
   if m.audio.window_frames > m.audio.margin_frames:
     problems.append(f"model.audio.window_frames={m.audio.window_frames} needs margin_frames >= it "
                     f"(got {m.audio.margin_frames})")
@@ -138,7 +146,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   local_batch = sharding.batch_size_per_process(config.data.batch_size, mesh)
   dataset = pipeline.make_dataset(
       corpus, config.data.train_split, batch_size=local_batch, num_frames=config.data.num_frames,
-      seed=config.seed, patch_size=config.model.patch_size, audio_margin_frames=config.model.audio.margin_frames,
+      seed=config.seed, patch_size=config.model.patch_size,
+      audio_margin_frames=pipeline.training_audio_margin(config),
       audio_features=config.data.get("audio_features") or None,
       identity_pairs=config.data.get("identity_pairs", False))
   iterator = pipeline.make_iterator(dataset, num_workers=config.data.num_workers)

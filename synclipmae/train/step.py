@@ -162,7 +162,10 @@ def compute_losses(out: dict[str, jax.Array], aux: dict[str, jax.Array], config:
     return total, {"loss": total, **{f"loss_{k}": v for k, v in terms.items()}}
   terms["con"], con_metrics = losses.info_nce(out["z_voc"], out["audio_tokens"], aux["clip_ids"],
                                               aux["frame_ids"], out["logit_scale"], config.loss.neighbour_frames)
-  if config.loss.get("con_clip", 0):
+  if config.loss.get("con_clip", 0) and config.loss.get("clip_reach", 0):  # Audio negatives beyond the window.
+    terms["con_clip"] = losses.reach_info_nce(out["z_voc"], out["audio_tokens_wide"], config.data.num_frames,
+                                              config.loss.clip_reach, out["logit_scale"], config.loss.neighbour_frames)
+  elif config.loss.get("con_clip", 0):
     terms["con_clip"], _ = losses.info_nce(out["z_voc"], out["audio_tokens"], aux["clip_ids"], aux["frame_ids"],
                                            out["logit_scale"], config.loss.neighbour_frames, same_clip_only=True)
   if config.loss.get("con_window", 0):
@@ -209,7 +212,8 @@ def loss_and_grads(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict, st
   def loss_fn(params):
     model = nnx.merge(graphdef, params, state.frozen)
     inputs, aux = model_inputs(key, batch, config)
-    return compute_losses(model(inputs, num_frames=num_frames), aux, config)
+    out = model(inputs, num_frames=num_frames, audio_reach=config.loss.get("clip_reach", 0))
+    return compute_losses(out, aux, config)
 
   (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   return metrics, grads
