@@ -168,3 +168,13 @@ def test_evaluation_split_and_seed_come_from_the_config(tmp_path, capsys):
   assert sync.eval_seed(config) == 2026  # Not the training seed.
   del config.eval["seed"]
   assert sync.eval_seed(config) == 3  # Configs from before eval.seed existed.
+
+
+def test_zero_samples_or_frames_are_named_not_replaced_by_the_config():
+  """`eval-sync --num_samples=0` (or --context_frames=0) is an error naming the value, not the config's count."""
+  from configs import pretrain as pretrain_config
+  config = pretrain_config.get_config("mu")
+  with pytest.raises(ValueError, match="num_samples=0: the sync evaluation needs at least one sample"):
+    sync.evaluate_config(None, None, config, split="heldout", num_samples=0)
+  with pytest.raises(ValueError, match="context_frames=0: each offset is scored over at least one frame"):
+    sync.evaluate_config(None, None, config, split="heldout", context_frames=0)

@@ -122,6 +122,8 @@ def evaluate(model, corpus: Corpus, split: str, *, context_frames: int = 5, max_
     raise ValueError(f"metric={metric!r}: choose one of {METRICS}")
   if num_samples < 1:
     raise ValueError(f"num_samples={num_samples}: the sync evaluation needs at least one sample")
+  if context_frames < 1:
+    raise ValueError(f"context_frames={context_frames}: each offset is scored over at least one frame")
   contexts = sorted(set(contexts) | {context_frames})
   window = max(contexts) + 2 * max_offset
   plan = _plan(corpus, split, num_samples, window, max_offset, seed)
@@ -208,9 +210,10 @@ def evaluate_config(model, corpus: Corpus, config, *, split: str | None = None, 
                     num_samples: int | None = None) -> dict[str, Any]:
   """`evaluate` with the settings of a pretraining config (eval section incl. its sampling seed, audio margin,
   bypass-2 view); the keyword arguments override the config's."""
+  default = lambda value, fallback: fallback if value is None else value  # 0 is a value (named by `evaluate`).
   return evaluate(model, corpus, split or evaluation_split(config, corpus),
-                  context_frames=context_frames or config.eval.context_frames, max_offset=config.eval.max_offset,
-                  num_samples=num_samples or config.eval.num_samples,
+                  context_frames=default(context_frames, config.eval.context_frames),
+                  max_offset=config.eval.max_offset, num_samples=default(num_samples, config.eval.num_samples),
                   margin_frames=config.model.audio.margin_frames, seed=eval_seed(config), view=bypass2_view(config))
 
 
