@@ -79,6 +79,9 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
       # A linear head from z_amb to each frame's head pose, trained by loss.amb_warp: a reference frame of the same
       # person, warped from its pose into the target's, must match the target's face (synclipmae/warp.py; ours).
       "ambient_pose": False,
+      # C > 0: a linear speaker classifier on z_voc and on z_amb for loss.id_adversary (ours); C must cover the
+      # corpus's speakers (its speaker list, every split). 0: none.
+      "speaker_classes": 0,
       # With ambient_pose: g > 0 adds a g x g appearance image in face coordinates, linear in z_amb, to the warped
       # reference (losses.pose_warp_loss; an active-appearance model for lids and brows; ours). 0: off.
       "ambient_appearance": 0,
@@ -198,6 +201,9 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       # to other speakers' frames (ours; losses.speaker_confusion; needs data.identity_pairs). mu: 1 and 4 leave
       # the identity probes of z_voc / z_amb where they were (BENCHMARKS.md "An identity code by contrast"). 0: off.
       "id_confusion": 0.0,
+      # The same aim against a learned linear speaker classifier (model.speaker_classes), which z_voc and z_amb are
+      # trained to leave at the uniform guess (ours; losses.speaker_adversary). 0: off.
+      "id_adversary": 0.0,
       # InfoNCE between the z_amb of a frame's two views, negatives the same speaker's other frames (ours; losses.py).
       "amb_con": 4.0 if small else 0.0,
       "amb_temperature": 0.1,

@@ -13,6 +13,8 @@
   its per-frame cosines, as the sync evaluation scores an offset.
 * `speaker_info_nce` (ours, loss.id_con): `z_id` of two clips of one speaker are positives, other speakers'
   frames negatives, so z_id is an identity code rather than whatever the decoder leaves to it.
+* `speaker_adversary` (ours, loss.id_adversary): a linear speaker classifier on z_voc / z_amb, which the tokens are
+  trained to leave at the uniform guess: identity out of the motion tokens as the factor probe would read it.
 * `pose_warp_loss` (ours, loss.amb_warp): a reference frame of the same person, warped from its predicted head pose
   into the target's (`synclipmae.warp`), must match the target's face outside the mouth; the predicted poses come
   from z_amb, which so learns head pose without a decoder that can draw it. With appearance codes (z_amb's, and
@@ -242,6 +244,25 @@ def speaker_confusion(tokens: jax.Array, partner: jax.Array, speakers: jax.Array
   rows = jax.nn.logsumexp(masked, axis=1) - mean_logit(1) - jnp.log(count)
   columns = jax.nn.logsumexp(masked, axis=0) - mean_logit(0) - jnp.log(count)
   return 0.5 * (jnp.mean(rows) + jnp.mean(columns))
+
+
+def speaker_adversary(tokens: jax.Array, kernel: jax.Array, bias: jax.Array, speakers: jax.Array) -> jax.Array:
+  """Identity out of a motion token against a learned linear speaker classifier (ours, loss.id_adversary): the
+  classifier (kernel [D, C], bias [C]) learns to name each frame's speaker from the token, which it sees without
+  gradient; the token is trained, through the classifier held fixed, to leave it at the uniform guess (the
+  cross-entropy to uniform, less its minimum log C). A linear readout of identity is what the factor probe
+  measures, so this removes what the probe would read on the speakers trained on (domain confusion with a
+  discriminator, Tzeng et al. 2015); `speaker_confusion` is the version without one.
+
+  Args: tokens [N, D]; speakers int [N] in [0, C). Returns: scalar float32, the classifier's cross-entropy plus
+  the confusion term (each only moves its own side: the classifier, or the token).
+  """
+  tokens, kernel, bias = (x.astype(jnp.float32) for x in (tokens, kernel, bias))
+  logits = jax.lax.stop_gradient(tokens) @ kernel + bias
+  classifier = jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, speakers[:, None], -1)[:, 0])
+  held = tokens @ jax.lax.stop_gradient(kernel) + jax.lax.stop_gradient(bias)
+  confusion = jnp.mean(jax.nn.logsumexp(held, -1) - jnp.mean(held, -1)) - jnp.log(float(kernel.shape[-1]))
+  return classifier + confusion
 
 
 def speaker_info_nce(tokens: jax.Array, partner: jax.Array, speakers: jax.Array, temperature: float

@@ -229,6 +229,27 @@ def test_speaker_confusion_is_zero_when_no_token_tells_its_speaker():
                              0.5 * (np.mean(rows) + np.mean(columns)), rtol=1e-4)
 
 
+def test_speaker_adversary_trains_the_classifier_and_confuses_the_tokens():
+  """loss.id_adversary: the classifier's cross-entropy moves only the classifier, the confusion (cross-entropy to
+  the uniform guess less log C, 0 when every speaker is equally likely) only the tokens (NumPy references)."""
+  rng = np.random.default_rng(8)
+  tokens, kernel, bias = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((12, 6), (6, 5), (5,)))
+  speakers = jnp.asarray(rng.integers(0, 5, 12), jnp.int32)
+  logits = np.asarray(tokens, np.float64) @ np.asarray(kernel, np.float64) + np.asarray(bias, np.float64)
+  log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+  classifier = -np.mean(log_p[np.arange(12), np.asarray(speakers)])
+  confusion = -np.mean(log_p) - np.log(5)
+  np.testing.assert_allclose(losses.speaker_adversary(tokens, kernel, bias, speakers), classifier + confusion,
+                             rtol=1e-5)
+  assert float(losses.speaker_adversary(tokens, 0 * kernel, 0 * bias, speakers)) == pytest.approx(np.log(5), abs=1e-5)
+  grads = jax.grad(losses.speaker_adversary, argnums=(0, 1))(tokens, kernel, bias, speakers)
+  confusion_only = lambda t: jnp.mean(jax.nn.logsumexp(t @ kernel + bias, -1) - jnp.mean(t @ kernel + bias, -1))
+  np.testing.assert_allclose(grads[0], jax.grad(confusion_only)(tokens), rtol=1e-5, atol=1e-7)
+  classifier_only = lambda k: jnp.mean(jax.nn.logsumexp(tokens @ k + bias, -1)
+                                       - jnp.take_along_axis(tokens @ k + bias, speakers[:, None], -1)[:, 0])
+  np.testing.assert_allclose(grads[1], jax.grad(classifier_only)(kernel), rtol=1e-5, atol=1e-7)
+
+
 def test_neighbour_exclusion_mask():
   clip_ids = np.array([0, 0, 0, 0, 1, 1])
   frame_ids = np.array([0, 1, 2, 5, 1, 2])

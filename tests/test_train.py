@@ -276,6 +276,31 @@ def test_window_contrast_is_added_with_its_weight(synthetic_corpus):
   np.testing.assert_allclose(metrics["loss"] - without["loss"], 4.0 * metrics["loss_con_window"], rtol=1e-4)
 
 
+def test_speaker_adversary_is_added_with_its_weight_and_trains_its_classifiers(synthetic_corpus):
+  """loss.id_adversary with model.speaker_classes: the step adds the adversary of z_voc and z_amb with its weight,
+  each frame labelled with its clip's speaker, and both classifiers get gradients; too few classes are named."""
+  from synclipmae.data.corpus import Corpus
+  config = small_config(synthetic_corpus)
+  config.model.speaker_classes = len(Corpus(synthetic_corpus).speakers)
+  batch = _first_batch(config)
+  _, aux = step_lib.model_inputs(jax.random.key(0), batch, config)
+  assert "speakers" not in aux
+  graphdef, state = step_lib.init_state(config)
+  step = lambda: jax.jit(lambda s, b: step_lib.loss_and_grads(graphdef, config, s, b))(state, batch)
+  without, _ = step()
+  config.loss.id_adversary = 2.0
+  _, aux = step_lib.model_inputs(jax.random.key(0), batch, config)
+  np.testing.assert_array_equal(aux["speakers"], np.repeat(batch["speaker"], config.data.num_frames))
+  metrics, grads = step()
+  assert float(metrics["loss_id_adversary"]) > 0
+  np.testing.assert_allclose(metrics["loss"] - without["loss"], 2.0 * metrics["loss_id_adversary"], rtol=1e-4)
+  for head in ("speaker_voc", "speaker_amb"):
+    assert float(np.abs(grads[head]["kernel"][...]).sum()) > 0
+  config.model.speaker_classes = 2
+  with pytest.raises(ValueError, match="loss.id_adversary needs model.speaker_classes >= the corpus's"):
+    loop.validate_config(config, Corpus(synthetic_corpus))
+
+
 def test_clip_reach_widens_the_audio_and_the_same_clip_negatives(synthetic_corpus):
   """loss.clip_reach = R: the pipeline cuts R more audio frames on each side of every window, the model returns
   the audio tokens of the window +- R, the window's own are its centre, and loss.con_clip is the InfoNCE over them."""

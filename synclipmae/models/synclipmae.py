@@ -101,6 +101,13 @@ class SyncLipMAE(nnx.Module):
     self.driving_appearance = (nnx.Linear(cfg.prompt_dim, g * g * 3, kernel_init=zeros, bias_init=zeros, rngs=rngs)
                                if cfg.get("driving_appearance", False) else None)
 
+    # model.speaker_classes = C > 0 (ours, loss.id_adversary): a linear speaker classifier on each motion token,
+    # trained to name the speaker while z_voc / z_amb are trained to leave it guessing (losses.speaker_adversary).
+    classes = cfg.get("speaker_classes", 0)
+    self.speaker_voc, self.speaker_amb = (
+        (nnx.Linear(cfg.prompt_dim, classes, rngs=rngs), nnx.Linear(cfg.prompt_dim, classes, rngs=rngs))
+        if classes else (None, None))
+
   def trainable_filter(self) -> nnx.filterlib.Filter:
     """The params the optimiser updates: every nnx.Param except those of a frozen audio encoder."""
     if self.audio_encoder.frozen:
@@ -237,6 +244,9 @@ class SyncLipMAE(nnx.Module):
             "patches_uniform": patches, "recon_video": recon[:n], "recon_audio": recon[n:],
             "logit_scale": self.logit_scale[...],
             **({"audio_tokens_wide": audio_wide.reshape(-1, audio_wide.shape[-1])} if audio_reach else {}),
+            **({} if self.speaker_voc is None else {  # The classifiers themselves: the loss plays both sides.
+                f"speaker_{k}_{p}": getattr(getattr(self, f"speaker_{k}"), p)[...]
+                for k in ("voc", "amb") for p in ("kernel", "bias")}),
             **({} if self.ambient_pose is None else {"amb_pose": self.pose(z_amb)}),
             **({} if self.ambient_appearance is None else {"amb_appearance": self.appearance(z_amb)}),
             **({} if self.driving_appearance is None else {

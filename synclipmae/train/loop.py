@@ -94,11 +94,15 @@ def validate_config(config: ml_collections.ConfigDict, corpus: Corpus) -> None:
     problems.append(f"loss.id_temperature={config.loss.get('id_temperature')} must be > 0")
   for name, weight in config.loss.items():
     weights = ("rec_video", "rec_audio", "rec_stats", "con", "con_clip", "xcov", "xcov_id", "mouth_weight",
-               "amb_con", "amb_warp", "id_con", "id_confusion", "con_window")
+               "amb_con", "amb_warp", "id_con", "id_confusion", "con_window", "id_adversary")
     if name in weights and not weight >= 0:
       problems.append(f"loss.{name}={weight} must be a non-negative weight")
   if m.get("dtype", "float32") not in COMPUTE_DTYPES:
     problems.append(f"model.dtype={m.dtype!r} must be one of {COMPUTE_DTYPES}")
+  classes = m.get("speaker_classes", 0)
+  if config.loss.get("id_adversary", 0) and classes < len(corpus.speakers):
+    problems.append(f"loss.id_adversary needs model.speaker_classes >= the corpus's {len(corpus.speakers)} speakers "
+                    f"(got {classes})")
   reach = config.loss.get("clip_reach", 0)
   if not (isinstance(reach, int) and reach >= 0):
     problems.append(f"loss.clip_reach={reach!r} must be a whole number of frames >= 0")

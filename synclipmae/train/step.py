@@ -132,6 +132,8 @@ def model_inputs(key: jax.Array, batch: dict[str, jax.Array], config: ml_collect
       "speaker_groups": jnp.repeat(jnp.arange(b) // (2 if pairs else 1), t),
       "frame_ids": (batch["start"][:, None] + jnp.arange(t)[None, :]).reshape(n),
   }
+  if config.loss.get("id_adversary", 0):  # Each frame's index in the corpus's speaker list.
+    aux["speakers"] = jnp.repeat(batch["speaker"], t)
   if pairs:  # loss.id_con / id_confusion's positive for each frame: a random frame of its speaker's other clip.
     aux["id_partner"] = masking.partner_identity_sources(jax.random.fold_in(k_identity, 1), b, t)
   if config.model.get("ambient_pose", False):  # loss.amb_warp's reference: the frame that gave z_id, or with
@@ -184,6 +186,10 @@ def compute_losses(out: dict[str, jax.Array], aux: dict[str, jax.Array], config:
     terms["id_confusion"] = 0.5 * sum(
         losses.speaker_confusion(out[k], aux["id_partner"], aux["speaker_groups"], config.loss.id_temperature)
         for k in ("z_voc", "z_amb"))
+  if config.loss.get("id_adversary", 0):  # A speaker classifier on z_voc and z_amb that they must leave guessing.
+    terms["id_adversary"] = 0.5 * sum(
+        losses.speaker_adversary(out[f"z_{k}"], out[f"speaker_{k}_kernel"], out[f"speaker_{k}_bias"], aux["speakers"])
+        for k in ("voc", "amb"))
   if "amb_pose" in out:  # model.ambient_pose: z_amb's pose must warp the reference frame onto the target.
     ref = aux["warp_reference"]
     warp_loss = lambda appearance: losses.pose_warp_loss(
