@@ -218,7 +218,8 @@ def loss_and_grads(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict, st
   def loss_fn(params):
     model = nnx.merge(graphdef, params, state.frozen)
     inputs, aux = model_inputs(key, batch, config)
-    out = model(inputs, num_frames=num_frames, audio_reach=config.loss.get("clip_reach", 0))
+    reach = config.loss.get("clip_reach", 0)  # Only a SyncLipMAE has audio (model.mode="mae" has none).
+    out = model(inputs, num_frames=num_frames, **({"audio_reach": reach} if reach else {}))
     return compute_losses(out, aux, config)
 
   (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
