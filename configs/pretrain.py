@@ -202,7 +202,8 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       # the identity probes of z_voc / z_amb where they were (BENCHMARKS.md "An identity code by contrast"). 0: off.
       "id_confusion": 0.0,
       # The same aim against a learned linear speaker classifier (model.speaker_classes), which z_voc and z_amb are
-      # trained to leave at the uniform guess (ours; losses.speaker_adversary). 0: off.
+      # trained to leave at the uniform guess (ours; losses.speaker_adversary). mu: 1 (one seed) leaves the identity
+      # probes where they were; the classifier never learns the speakers online (BENCHMARKS.md). 0: off.
       "id_adversary": 0.0,
       # InfoNCE between the z_amb of a frame's two views, negatives the same speaker's other frames (ours; losses.py).
       "amb_con": 4.0 if small else 0.0,
