@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -311,17 +310,3 @@ def test_mouth_opening_is_in_sync_with_audio_energy(random_utterances):
     assert r[-5] < 0.3 and r[5] < 0.3
     assert r[0] - max(r[-5], r[5]) > 0.3
     assert r[0] == max(r.values())  # the peak is at zero lag: in sync, not shifted
-
-
-def test_speed():
-    rng = np.random.default_rng(99)
-    speech.synthesize("warm up", VOICE)
-    times = []
-    for _ in range(10):
-        text, voice = speech.sample_sentence(rng, 8, 8), speech.sample_voice(rng)
-        t0 = time.perf_counter()
-        utt = speech.synthesize(text, voice)
-        speech.frame_labels(utt, _num_frames(utt))
-        times.append(time.perf_counter() - t0)
-    print(f"synthesize+frame_labels, 8 words: median {np.median(times) * 1e3:.1f} ms")
-    assert np.median(times) < 0.05
