@@ -203,10 +203,10 @@ def reach_info_nce(video: jax.Array, audio_wide: jax.Array, num_frames: int, rea
   offsets = jnp.arange(wide)[None, :] - (jnp.arange(t)[:, None] + reach)
   near = (jnp.abs(offsets) <= neighbour_frames) & (offsets != 0)
   rows = jnp.where(near, -jnp.inf, logits)
-  loss_rows = jax.nn.logsumexp(rows, axis=-1) - logits[:, jnp.arange(t), jnp.arange(t) + reach]
+  positives = logits[:, jnp.arange(t), jnp.arange(t) + reach]  # [B, T]
   columns = rows[:, :, reach:reach + t]  # Audio of the window against the window's frames.
-  loss_columns = jax.nn.logsumexp(columns, axis=1) - logits[:, jnp.arange(t), jnp.arange(t) + reach]
-  return 0.5 * (jnp.mean(loss_rows) + jnp.mean(loss_columns))
+  return 0.5 * (jnp.mean(jax.nn.logsumexp(rows, axis=-1) - positives)
+                + jnp.mean(jax.nn.logsumexp(columns, axis=1) - positives))
 
 
 def _symmetric_nce(logits: jax.Array, excluded: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
