@@ -171,7 +171,9 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict({
       "rec_video": 1.0,
       "rec_audio": 1.0,
-      "con": 2.0 if small else 0.5,  # lambda_con: InfoNCE between z_voc and the audio tokens.
+      # lambda_con: InfoNCE between z_voc and the audio tokens. mu: 0 changes neither sync nor z_voc's identity
+      # (loss.con_clip does the work; BENCHMARKS.md "Where does z_voc's identity come from?"); the paper's term stays.
+      "con": 2.0 if small else 0.5,
       # The same InfoNCE with negatives from the same clip only (its other times: the decision sync detection
       # makes). Ours, not the paper's; on mu weight 8 lifted held-out sync at K=5 from 31 % to 50 %, 16 to 52 %
       # (BENCHMARKS.md). Unmeasured on the larger variants, which keep the paper's objective.
@@ -185,6 +187,11 @@ def get_config(variant: str = "mu") -> ml_collections.ConfigDict:
       # nothing, instead of it costs 11 points of sync (BENCHMARKS.md "Windows in the contrastive loss"). 0: off.
       "con_window": 0.0,
       "window_frames": 5,
+      # The alignment term: 2 - 2 cos(z_voc, audio token) per frame (ours; losses.alignment_loss), charging for
+      # what z_voc holds that the audio does not (e.g. the speaker's face). mu: 16 and 64 leave z_voc's identity
+      # where it was (BENCHMARKS.md "Where does z_voc's identity come from?"). 0: off.
+      "voc_align": 0.0,
+      "voc_align_start": 300,  # From this step on: at first the audio tokens are nearly one vector.
       # lambda_xcov: decorrelation of z_id, z_voc, z_amb. mu: 0.01 (85.8 % vs 84.0 % sync at K=5 with 0.05; at 0.5
       # sync does not learn, BENCHMARKS.md).
       "xcov": 0.01 if small else 0.05,

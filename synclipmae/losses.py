@@ -19,6 +19,9 @@
   into the target's (`synclipmae.warp`), must match the target's face outside the mouth; the predicted poses come
   from z_amb, which so learns head pose without a decoder that can draw it. With appearance codes (z_amb's, and
   the driving token's, which then paints the mouth) it is the warp decoder's reconstruction loss.
+* `alignment_loss` (ours, loss.voc_align): the squared distance between each frame's L2-normalised `z_voc` and its
+  audio token held fixed (Wang & Isola's alignment term, one-sided), which keeps pulling z_voc onto the audio after
+  the InfoNCE has ranked the positives.
 * `cross_covariance_loss` — pushes the batch cross-correlation between prompt tokens towards zero so `z_id`,
   `z_voc` and `z_amb` carry different information.
 * `total_loss` — the weighted sum, failing loudly on a term without a weight.
@@ -207,6 +210,20 @@ def reach_info_nce(video: jax.Array, audio_wide: jax.Array, num_frames: int, rea
   columns = rows[:, :, reach:reach + t]  # Audio of the window against the window's frames.
   return 0.5 * (jnp.mean(jax.nn.logsumexp(rows, axis=-1) - positives)
                 + jnp.mean(jax.nn.logsumexp(columns, axis=1) - positives))
+
+
+def alignment_loss(video: jax.Array, audio: jax.Array) -> jax.Array:
+  """Mean over frames of ||v/|v| - a/|a|||^2 = 2 - 2 cos(v, a) for the positives [N, D] of the InfoNCE, with no
+  gradient to the audio tokens (ours, loss.voc_align; Wang & Isola 2020's alignment term, made one-sided).
+
+  Why: within a clip a component of z_voc that is the same at every time (e.g. the speaker's face) only scales all
+  of the same-clip InfoNCE's cosines alike, which the learned temperature absorbs, so that loss leaves it in place;
+  this term charges for any part of z_voc the audio token does not share. Both sides trained by it collapse onto
+  one constant vector (measured: the InfoNCE stays at chance), so the audio side is held fixed.
+  """
+  audio = jax.lax.stop_gradient(audio)
+  cos = jnp.sum(_l2_normalize(video.astype(jnp.float32)) * _l2_normalize(audio.astype(jnp.float32)), axis=-1)
+  return jnp.mean(2.0 - 2.0 * cos)
 
 
 def _symmetric_nce(logits: jax.Array, excluded: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -250,6 +250,20 @@ def test_speaker_adversary_trains_the_classifier_and_confuses_the_tokens():
   np.testing.assert_allclose(grads[1], jax.grad(classifier_only)(kernel), rtol=1e-5, atol=1e-7)
 
 
+def test_alignment_pulls_only_the_video_side_onto_the_audio():
+  """loss.voc_align: mean 2 - 2 cos(v_i, a_i) (NumPy reference), 0 for equal directions whatever the lengths, and
+  its gradient reaches z_voc only (both sides trained by it collapse onto one vector)."""
+  rng = np.random.default_rng(3)
+  video, audio = (jnp.asarray(rng.normal(size=(10, 6)), jnp.float32) for _ in range(2))
+  v, a = (np.asarray(x, np.float64) for x in (video, audio))
+  cos = np.sum(v * a, 1) / np.linalg.norm(v, axis=1) / np.linalg.norm(a, axis=1)
+  np.testing.assert_allclose(losses.alignment_loss(video, audio), np.mean(2 - 2 * cos), rtol=1e-5)
+  assert float(losses.alignment_loss(3.0 * audio, audio)) == pytest.approx(0.0, abs=1e-6)
+  grad_video, grad_audio = jax.grad(losses.alignment_loss, argnums=(0, 1))(video, audio)
+  assert float(jnp.abs(grad_video).sum()) > 0
+  assert float(jnp.abs(grad_audio).sum()) == 0.0
+
+
 def test_neighbour_exclusion_mask():
   clip_ids = np.array([0, 0, 0, 0, 1, 1])
   frame_ids = np.array([0, 1, 2, 5, 1, 2])

@@ -276,6 +276,23 @@ def test_window_contrast_is_added_with_its_weight(synthetic_corpus):
   np.testing.assert_allclose(metrics["loss"] - without["loss"], 4.0 * metrics["loss_con_window"], rtol=1e-4)
 
 
+def test_voc_alignment_is_added_with_its_weight_from_its_start_step(synthetic_corpus):
+  """loss.voc_align: off by default; on, the step adds the alignment of z_voc onto the audio tokens with its
+  weight from step loss.voc_align_start on, and nothing before."""
+  config = small_config(synthetic_corpus)
+  batch = _first_batch(config)
+  graphdef, state = step_lib.init_state(config)
+  step = lambda s: jax.jit(lambda s, b: step_lib.loss_and_grads(graphdef, config, s, b)[0])(s, batch)
+  later = state.replace(step=jax.numpy.asarray(5, jax.numpy.int32))  # Step 5 draws other masks than step 0.
+  without = step(later)
+  assert "loss_voc_align" not in without
+  config.loss.voc_align, config.loss.voc_align_start = 8.0, 5
+  assert float(step(state)["loss_voc_align"]) == 0.0
+  metrics = step(later)
+  assert 0 < float(metrics["loss_voc_align"]) <= 4
+  np.testing.assert_allclose(metrics["loss"] - without["loss"], 8.0 * metrics["loss_voc_align"], rtol=1e-4)
+
+
 def test_speaker_adversary_is_added_with_its_weight_and_trains_its_classifiers(synthetic_corpus):
   """loss.id_adversary with model.speaker_classes: the step adds the adversary of z_voc and z_amb with its weight,
   each frame labelled with its clip's speaker, and both classifiers get gradients; too few classes are named."""

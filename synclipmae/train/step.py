@@ -170,6 +170,9 @@ def compute_losses(out: dict[str, jax.Array], aux: dict[str, jax.Array], config:
   elif config.loss.get("con_clip", 0):
     terms["con_clip"], _ = losses.info_nce(out["z_voc"], out["audio_tokens"], aux["clip_ids"], aux["frame_ids"],
                                            out["logit_scale"], config.loss.neighbour_frames, same_clip_only=True)
+  if config.loss.get("voc_align", 0):  # Pull each frame's z_voc onto its own audio token, once the InfoNCE has
+    on = aux["step"] >= config.loss.voc_align_start  # spread the tokens (before, both are nearly one vector).
+    terms["voc_align"] = jnp.where(on, losses.alignment_loss(out["z_voc"], out["audio_tokens"]), 0.0)
   if config.loss.get("con_window", 0):
     terms["con_window"] = losses.window_info_nce(out["z_voc"], out["audio_tokens"], config.data.num_frames,
                                                  config.loss.window_frames, out["logit_scale"],
@@ -218,6 +221,7 @@ def loss_and_grads(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict, st
   def loss_fn(params):
     model = nnx.merge(graphdef, params, state.frozen)
     inputs, aux = model_inputs(key, batch, config)
+    aux["step"] = state.step
     reach = config.loss.get("clip_reach", 0)  # Only a SyncLipMAE has audio (model.mode="mae" has none).
     out = model(inputs, num_frames=num_frames, **({"audio_reach": reach} if reach else {}))
     return compute_losses(out, aux, config)
