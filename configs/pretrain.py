@@ -73,6 +73,9 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
                   # Mouth-region patches readable by z_voc only, so z_id / z_amb cannot carry the mouth (encoder.py;
                   # ours; mu, tiny).
                   "mouth_private": variant in ("mu", "tiny"),
+                  # With mouth_private: nor do the mouth patches and z_voc read anything outside the mouth region, so
+                  # z_voc sees the mouth region alone (encoder.py; ours).
+                  "mouth_isolated": False,
                   # "token": z_amb from its prompt token | "grid": plus a linear map of the patch grid (encoder.py;
                   # ours): z_amb learns head translation, not rotation, blinks or expression (BENCHMARKS.md).
                   "amb_readout": "token"},

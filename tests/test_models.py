@@ -431,6 +431,39 @@ def test_mouth_private_keeps_the_mouth_out_of_z_id_and_z_amb(cfg, amb_readout):
     model.encode_frames(jnp.asarray(frames), keep)
 
 
+def test_mouth_isolated_keeps_the_rest_of_the_face_out_of_z_voc(cfg):
+  """encoder.mouth_isolated: changing a kept patch outside the mouth region leaves z_voc bit-identical (it moves
+  z_id and z_amb), a mouth patch still moves z_voc only; the option needs mouth_private."""
+  cfg = _factorised_config(cfg, "target")
+  cfg.encoder.mouth_isolated = True
+  model = SyncLipMAE(cfg, rngs=nnx.Rngs(0))
+  encode3 = nnx.jit(lambda m, frames, keep, mouth: m.encode_frames(frames, keep, mouth))
+  rng = np.random.default_rng(4)
+  p, size, grid = (cfg.image_size // cfg.patch_size) ** 2, cfg.patch_size, cfg.image_size // cfg.patch_size
+  frames = rng.random((1, cfg.image_size, cfg.image_size, 3)).astype(np.float32)
+  keep = jnp.asarray(random_keep(rng, 1, p, K))
+  mouth = np.zeros((1, p), np.float32)
+  mouth[0, np.asarray(keep)[0, :2]] = 1.0  # Two kept patches in the mouth region.
+
+  def with_new_pixels(index):
+    out = frames.copy()
+    row, col = divmod(int(index), grid)
+    out[0, row * size:(row + 1) * size, col * size:(col + 1) * size] = rng.random((size, size, 3))
+    return out
+
+  base = encode3(model, frames, keep, mouth)
+  face = encode3(model, with_new_pixels(np.asarray(keep)[0, 3]), keep, mouth)  # A kept patch outside the mouth.
+  np.testing.assert_array_equal(base["z_voc"], face["z_voc"])
+  assert np.abs(base["z_amb"] - face["z_amb"]).max() > 1e-3
+  lips = encode3(model, with_new_pixels(np.asarray(keep)[0, 0]), keep, mouth)
+  assert np.abs(base["z_voc"] - lips["z_voc"]).max() > 1e-3
+  for name in ("z_id", "z_amb"):
+    np.testing.assert_allclose(base[name], lips[name], atol=1e-6, err_msg=name)
+  cfg.encoder.mouth_private = False
+  with pytest.raises(ValueError, match="mouth_isolated=True needs model.encoder.mouth_private=True"):
+    SyncLipMAE(cfg, rngs=nnx.Rngs(0))
+
+
 def test_grid_readout_is_a_linear_map_of_the_patch_grid():
   """GridReadout against a loop over the grid: each kept patch's features land at its index, the rest are zeros."""
   num_patches, width, out = 16, 6, 5

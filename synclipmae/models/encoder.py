@@ -23,6 +23,9 @@ One option keeps the mouth out of z_id and z_amb (ours; BENCHMARKS.md "Tokens th
                      identity and ambient prompt tokens (and a CLS token) attend only to tokens outside it.
                      So z_id and z_amb provably carry nothing that only the mouth shows, while z_voc reads the whole
                      view. The encoder then needs each frame's per-patch mouth fractions (`mouth`).
+  encoder.mouth_isolated  With mouth_private, True: the private group reads nothing outside itself either, so z_voc
+                     sees the mouth region alone (on the synthetic corpus all the speech ever changes) and none of
+                     the rest of the face.
 
 And one gives z_amb a readout that keeps where each feature is (ours; BENCHMARKS.md "Which encoder can read the
 ambient factors"):
@@ -116,6 +119,11 @@ class FrameEncoder(nnx.Module):
     self.cls_token = (nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (e.width,)))
                       if e.get("cls_token", False) else None)
     self.mouth_private = prompts and bool(e.get("mouth_private", False))  # Only the prompt tokens can be kept out.
+    # And the other way round: the private group (mouth patches, z_voc) reads nothing outside itself.
+    self.mouth_isolated = bool(e.get("mouth_isolated", False))
+    if self.mouth_isolated and not self.mouth_private:
+      raise ValueError("model.encoder.mouth_isolated=True needs model.encoder.mouth_private=True (it isolates the "
+                       "private group of mouth patches and z_voc that mouth_private defines)")
     amb_readout = e.get("amb_readout", "token")
     if amb_readout not in AMB_READOUTS:
       raise ValueError(f"model.encoder.amb_readout={amb_readout!r}: expected one of {AMB_READOUTS}")
@@ -157,14 +165,19 @@ class FrameEncoder(nnx.Module):
     """[CLS] + tokens through the blocks and the final norm -> (outputs of `tokens` concatenated, CLS output).
 
     private: optional bool [N, S] over the concatenated tokens; a token outside the private group does not
-    attend to the private ones (`mouth_private`)."""
+    attend to the private ones (`mouth_private`), nor, with `mouth_isolated`, a private one to the others."""
     n = tokens[0].shape[0]
     if self.cls_token is not None:
       tokens = [jnp.broadcast_to(self.cls_token[...].astype(self.dtype), (n, 1, self.width)), *tokens]
       if private is not None:
         private = jnp.concatenate([jnp.zeros((n, 1), bool), private], axis=1)
     x = jnp.concatenate(tokens, axis=1)
-    mask = None if private is None else private[:, :, None] | ~private[:, None, :]  # [N, query, key]
+    if private is None:
+      mask = None
+    elif self.mouth_isolated:  # [N, query, key]: two groups that never meet.
+      mask = private[:, :, None] == private[:, None, :]
+    else:
+      mask = private[:, :, None] | ~private[:, None, :]
     x = self.norm(vit.run_blocks(self.blocks, x, mask, remat=self.remat))
     return (x[:, 1:], x[:, 0]) if self.cls_token is not None else (x, None)
 
