@@ -33,10 +33,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data_pipelines.synthetic import render  # noqa: E402
+from experiments.pose_identifiability import quadratic  # noqa: E402
 from synclipmae.data.corpus import Corpus  # noqa: E402
 from synclipmae.eval import factors, probes  # noqa: E402
-
-COLUMNS = ("open", "width", "round")
 
 
 def lips(ident: render.Identity, state: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -47,12 +46,6 @@ def lips(ident: render.Identity, state: np.ndarray, scale: np.ndarray) -> np.nda
   thickness = ident.lip_thickness * (0.95 + 0.45 * rd) * (1.0 - 0.2 * (wd - 0.5))
   height = op * (render._OPEN_BASE + render._OPEN_ROUND * rd)
   return np.stack([np.log(scale * width), np.log(scale * thickness), scale * height], axis=1)
-
-
-def quadratic(x: np.ndarray) -> np.ndarray:
-  """[n, d] -> [n, 1 + d + d(d+1)/2]: constant, linear and every product of two features."""
-  i, j = np.triu_indices(x.shape[1])
-  return np.concatenate([np.ones((len(x), 1)), x, x[:, i] * x[:, j]], axis=1)
 
 
 def fit_estimator(seen: np.ndarray, state: np.ndarray):

@@ -1,7 +1,6 @@
-"""Tests for the procedural face renderer: shapes, determinism, exact factor separation, visible responses, speed."""
+"""Tests for the procedural face renderer: shapes, determinism, exact factor separation, visible responses."""
 
 from __future__ import annotations
-
 
 import numpy as np
 import pytest

@@ -120,8 +120,8 @@ class FrameEncoder(nnx.Module):
                       if e.get("cls_token", False) else None)
     self.mouth_private = prompts and bool(e.get("mouth_private", False))  # Only the prompt tokens can be kept out.
     # And the other way round: the private group (mouth patches, z_voc) reads nothing outside itself.
-    self.mouth_isolated = bool(e.get("mouth_isolated", False))
-    if self.mouth_isolated and not self.mouth_private:
+    self.mouth_isolated = self.mouth_private and bool(e.get("mouth_isolated", False))
+    if e.get("mouth_isolated", False) and not e.get("mouth_private", False):
       raise ValueError("model.encoder.mouth_isolated=True needs model.encoder.mouth_private=True (it isolates the "
                        "private group of mouth patches and z_voc that mouth_private defines)")
     amb_readout = e.get("amb_readout", "token")
